@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/producer/schedule"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/producer/syncrun"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/natsx"
+)
+
+// daemon runs the scheduled syncs. Any number of producer replicas may run:
+// a sync is claimed through a TTL'd key in a JetStream KV bucket, so each
+// scheduled sync runs once; a replica that lost the claim watches until the
+// run is reported complete, and takes over if the holder dies.
+type daemon struct {
+	p       *producer
+	lock    jetstream.KeyValue
+	sched   schedule.Schedule
+	catchup time.Duration
+	log     *slog.Logger
+	owner   string
+}
+
+func (d *daemon) loop(ctx context.Context) error {
+	host, _ := os.Hostname()
+	d.owner = host + "/" + syncrun.ManualRunID(time.Now())
+	if at, ok := d.sched.Missed(time.Now(), d.catchup); ok {
+		d.log.Info("catching up a scheduled sync missed while the producer was down", "scheduled_for", at)
+		d.runScheduled(ctx, at)
+	}
+	for {
+		next := d.sched.Next(time.Now())
+		d.log.Info("next sync scheduled", "at", next, "in", time.Until(next).Round(time.Second).String())
+		t := time.NewTimer(time.Until(next))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			d.log.Info("producer stopping")
+			return nil
+		case <-t.C:
+		}
+		d.runScheduled(ctx, next)
+	}
+}
+
+// runScheduled runs the sync scheduled for at unless it already ran, or
+// waits for the replica that holds it.
+func (d *daemon) runScheduled(ctx context.Context, at time.Time) {
+	runID := syncrun.RunIDFor(at)
+	for ctx.Err() == nil {
+		if d.p.reported(ctx, runID) {
+			d.log.Info("scheduled sync already ran", "run_id", runID)
+			return
+		}
+		rev, err := d.lock.Create(ctx, natsx.LockKey, []byte(d.owner+" "+runID))
+		if err == nil {
+			d.holdAndRun(ctx, runID, rev)
+			return
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			d.log.Warn("could not take the sync lock; retrying", "run_id", runID, "err", err)
+		} else {
+			d.log.Info("another producer replica holds the sync; watching it", "run_id", runID)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(natsx.LockTTL / 3):
+		}
+	}
+}
+
+func (d *daemon) holdAndRun(ctx context.Context, runID string, rev uint64) {
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(natsx.LockTTL / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-runCtx.Done():
+				return
+			case <-t.C:
+				r, err := d.lock.Update(runCtx, natsx.LockKey, []byte(d.owner+" "+runID), rev)
+				if err != nil {
+					if runCtx.Err() == nil {
+						d.log.Error("lost the sync lock; stopping this run (another replica will take over)", "run_id", runID, "err", err)
+						cancel()
+					}
+					return
+				}
+				rev = r
+			}
+		}
+	}()
+	if err := d.p.syncOnce(runCtx, runID); err != nil {
+		d.log.Error("sync failed", "run_id", runID, "err", err)
+	}
+	cancel()
+	<-done
+	dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer dcancel()
+	if err := d.lock.Delete(dctx, natsx.LockKey, jetstream.LastRevision(rev)); err != nil {
+		d.log.Warn("could not release the sync lock (it expires by itself)", "err", err)
+	}
+}

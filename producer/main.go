@@ -1,0 +1,131 @@
+// Command producer reads every eligible OZmap box and publishes one message
+// per box on the OZMAP_BOXES JetStream stream, once (-once) or every day on
+// SYNC_SCHEDULE in SYNC_TIMEZONE (21:00 São Paulo by default).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/producer/schedule"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/producer/syncrun"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/config"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/httpx"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/natsx"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/ozmap"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/telemetry"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "producer:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, lookup func(string) (string, bool), stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("producer", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	once := fs.Bool("once", false, "run one sync now and exit (0 once every eligible box is acknowledged by JetStream)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := config.LoadProducer(ctx, lookup)
+	if err != nil {
+		return err
+	}
+	log := telemetry.NewLogger(stderr, cfg.Log.Format, cfg.Log.SlogLevel(), "producer")
+
+	hc, err := httpx.New(cfg.OZmapTimeout, cfg.OZmapCAFile, 4)
+	if err != nil {
+		return fmt.Errorf("OZMAP_CA_FILE: %w", err)
+	}
+	oz, err := ozmap.New(ozmap.Options{
+		BaseURL: cfg.OZmapURL, APIKey: cfg.OZmapAPIKey, PageSize: cfg.OZmapPageSize,
+		HTTPClient: hc, MaxAttempts: cfg.OZmapMaxAttempts, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	conn, err := natsx.Open(ctx, cfg.NATS, "ozmap-sytex-producer", natsx.TopologyFrom(cfg.NATS, 0), log,
+		jetstream.WithPublishAsyncMaxPending(cfg.MaxPending),
+		jetstream.WithPublishAsyncTimeout(30*time.Second))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	runs, err := natsx.Runs(ctx, conn.JS, cfg.NATS.Replicas)
+	if err != nil {
+		return err
+	}
+	p := &producer{
+		runner: &syncrun.Runner{OZmap: oz, JS: conn.JS, Log: log},
+		runs:   runs, log: log, stdout: stdout,
+	}
+	if *once {
+		return p.syncOnce(ctx, syncrun.ManualRunID(time.Now()))
+	}
+	lock, err := natsx.Lock(ctx, conn.JS, cfg.NATS.Replicas)
+	if err != nil {
+		return err
+	}
+	d := &daemon{p: p, lock: lock, sched: schedule.Schedule{Cron: cfg.Cron, Location: cfg.Location}, catchup: cfg.Catchup, log: log}
+	return d.loop(ctx)
+}
+
+type producer struct {
+	runner *syncrun.Runner
+	runs   jetstream.KeyValue
+	log    *slog.Logger
+	stdout io.Writer
+}
+
+// syncOnce runs one sync, prints its summary line, and records it.
+func (p *producer) syncOnce(ctx context.Context, runID string) error {
+	p.log.Info("sync started", "run_id", runID)
+	s, err := p.runner.Run(ctx, runID)
+	fmt.Fprintln(p.stdout, s.String())
+	p.log.Info("sync finished", "run_id", runID, "report", s)
+	if rerr := p.record(context.WithoutCancel(ctx), s); rerr != nil {
+		p.log.Warn("could not record run report", "run_id", runID, "err", rerr)
+	}
+	return err
+}
+
+// record keeps the report under its run id and as "last".
+func (p *producer) record(ctx context.Context, s syncrun.Summary) error {
+	data, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := p.runs.Put(ctx, "run."+s.RunID, data); err != nil {
+		return err
+	}
+	_, err = p.runs.Put(ctx, "last", data)
+	return err
+}
+
+// reported reports whether a run with this id has ended and left its report,
+// successful or not. A failed scheduled run is not retried by the other
+// replicas (a wrong API key would make them take turns failing); it is in the
+// report and the alerts, and the next scheduled run tries again. A run whose
+// holder died leaves no report, and another replica takes it over.
+func (p *producer) reported(ctx context.Context, runID string) bool {
+	_, err := p.runs.Get(ctx, "run."+runID)
+	return err == nil
+}

@@ -1,0 +1,450 @@
+// Package syncrun is one sync run of the producer: it pages through OZmap's
+// eligible boxes, validates them, picks one winner per name, and publishes
+// one JetStream message per box on the work stream. Rows that can never be
+// synced are dead-lettered with their reason; nothing is silently dropped.
+package syncrun
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"iter"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/box"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/deadletter"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/natsx"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/ozmap"
+)
+
+// Skip reasons, as they appear in the summary.
+const (
+	SkipInProject     = "in-project"     // implanted == false (the server filter let it through)
+	SkipInvalid       = "invalid"        // dead-lettered: row unreadable or fails validation
+	SkipDuplicateName = "duplicate-name" // dead-lettered: another box with the same name won
+)
+
+// Source is where boxes come from (the OZmap client, or a test double).
+type Source interface {
+	BoxTypes(ctx context.Context) (map[string]string, error)
+	Boxes(ctx context.Context) iter.Seq2[ozmap.Row, error]
+}
+
+// Runner runs syncs.
+type Runner struct {
+	OZmap Source
+	JS    jetstream.JetStream // created with WithPublishAsyncMaxPending
+	Log   *slog.Logger
+	Now   func() time.Time
+	// ProgressEvery is how often a long run logs its progress (0: 15s).
+	ProgressEvery time.Duration
+}
+
+// Summary is what one run did.
+type Summary struct {
+	RunID      string         `json:"run_id"`
+	Started    time.Time      `json:"started"`
+	Finished   time.Time      `json:"finished"`
+	Read       int            `json:"read"`       // rows OZmap returned
+	Eligible   int            `json:"eligible"`   // implanted boxes
+	Published  int            `json:"published"`  // new messages stored on the work stream
+	Unchanged  int            `json:"unchanged"`  // already on the stream with the same content (dedup window)
+	Skipped    map[string]int `json:"skipped"`    // by reason
+	Duplicates int            `json:"duplicates"` // names shared by more than one eligible box
+	Cleared    int            `json:"cleared"`    // stale producer dead letters removed (their boxes are fine now)
+	Err        string         `json:"error,omitempty"`
+}
+
+// String is the one-line summary the producer prints.
+func (s Summary) String() string {
+	keys := make([]string, 0, len(s.Skipped))
+	for k := range s.Skipped {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var skipped []string
+	total := 0
+	for _, k := range keys {
+		skipped = append(skipped, fmt.Sprintf("%s=%d", k, s.Skipped[k]))
+		total += s.Skipped[k]
+	}
+	detail := ""
+	if len(skipped) > 0 {
+		detail = " (" + strings.Join(skipped, ", ") + ")"
+	}
+	return fmt.Sprintf("run %s: read %d boxes, %d eligible, %d published, %d already queued unchanged, %d skipped%s in %s",
+		s.RunID, s.Read, s.Eligible, s.Published, s.Unchanged, total, detail, s.Finished.Sub(s.Started).Round(time.Millisecond))
+}
+
+// nameKey is a fixed-size key for a box name. The winner index keeps one
+// entry per distinct name, so its size matters at a million boxes: 16 bytes of
+// SHA-256 instead of the name itself (a collision is 2^-64-unlikely).
+type nameKey [16]byte
+
+type winner struct {
+	id      string
+	updated int64 // UnixNano of OZmap updatedAt
+}
+
+// beats reports whether box (id, updated) wins over w: the latest updatedAt,
+// then the highest id.
+func (w winner) beatenBy(id string, updated int64) bool {
+	if updated != w.updated {
+		return updated > w.updated
+	}
+	return id > w.id
+}
+
+// Run performs one full sync and returns its summary. It returns an error
+// (with the partial summary) when the run could not complete: OZmap refused
+// the key, stayed unavailable, or JetStream did not acknowledge every box.
+func (r *Runner) Run(ctx context.Context, runID string) (Summary, error) {
+	now := r.Now
+	if now == nil {
+		now = time.Now
+	}
+	log := r.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("run_id", runID)
+	s := Summary{RunID: runID, Started: now(), Skipped: map[string]int{}}
+	err := r.run(ctx, log, &s)
+	s.Finished = now()
+	if err != nil {
+		s.Err = err.Error()
+		return s, fmt.Errorf("sync run %s: %w", runID, err)
+	}
+	return s, nil
+}
+
+func (r *Runner) run(ctx context.Context, log *slog.Logger, s *Summary) error {
+	types, err := r.OZmap.BoxTypes(ctx)
+	if err != nil {
+		return fmt.Errorf("load OZmap box types: %w", err)
+	}
+	pub := newPublisher(r.JS)
+	defer pub.stop()
+
+	winners := map[nameKey]winner{}
+	stopProgress := r.progress(ctx, log, s, pub)
+	defer stopProgress()
+
+	for row, err := range r.OZmap.Boxes(ctx) {
+		if err != nil {
+			return fmt.Errorf("read OZmap boxes: %w", err)
+		}
+		s.Read++
+		if row.Err != nil {
+			s.Skipped[SkipInvalid]++
+			if err := r.deadLetterRow(ctx, s.RunID, row.Box.ID, row.Box.Name, row.Raw, row.Err); err != nil {
+				return err
+			}
+			continue
+		}
+		ob := row.Box
+		// The server was asked for implanted boxes only; check again, a
+		// filter the server ignores must not send "In project" boxes to Sytex.
+		if !ob.Implanted {
+			s.Skipped[SkipInProject]++
+			continue
+		}
+		s.Eligible++
+		b := box.Box{
+			Schema: box.SchemaVersion, ID: ob.ID, Name: ob.Name, TypeCode: ob.TypeCode,
+			Latitude: ob.Lat, Longitude: ob.Lng, ProjectID: ob.ProjectID, UpdatedAt: ob.UpdatedAt, RunID: s.RunID,
+		}
+		if b.TypeCode == "" && ob.TypeID != "" {
+			b.TypeCode = types[ob.TypeID]
+		}
+		verr := b.Validate()
+		if !ob.HasCoords {
+			verr = errors.Join(errors.New("coordinates: missing (place the box on the map in OZmap)"), verr)
+		}
+		if verr != nil {
+			s.Skipped[SkipInvalid]++
+			body, _ := json.Marshal(b)
+			if err := r.deadLetterRow(ctx, s.RunID, b.ID, b.Name, body, verr); err != nil {
+				return err
+			}
+			continue
+		}
+
+		sum := sha256.Sum256([]byte(b.Name))
+		key := nameKey(sum[:16])
+		upd := b.UpdatedAt.UnixNano()
+		w, seen := winners[key]
+		switch {
+		case !seen:
+			winners[key] = winner{id: b.ID, updated: upd}
+			if err := pub.publish(b); err != nil {
+				return err
+			}
+		case !w.beatenBy(b.ID, upd):
+			s.Duplicates++
+			s.Skipped[SkipDuplicateName]++
+			if err := r.deadLetterDuplicate(ctx, b, w.id); err != nil {
+				return err
+			}
+		default:
+			// The new box beats one already published. Take the loser off
+			// the work stream before it reaches Sytex (if a consumer got it
+			// first, the winner's later upsert overwrites it), dead-letter
+			// it, and publish the winner.
+			s.Duplicates++
+			s.Skipped[SkipDuplicateName]++
+			if err := r.demote(ctx, pub, w.id, b); err != nil {
+				return err
+			}
+			winners[key] = winner{id: b.ID, updated: upd}
+			if err := pub.publish(b); err != nil {
+				return err
+			}
+		}
+	}
+	if err := pub.wait(ctx); err != nil {
+		return err
+	}
+	s.Published, s.Unchanged = pub.counts()
+	n, err := clearStaleProducerLetters(ctx, r.JS, s.RunID)
+	if err != nil {
+		log.Warn("could not clear stale producer dead letters", "err", err)
+	}
+	s.Cleared = n
+	return nil
+}
+
+// demote replaces an already published loser by the winner.
+func (r *Runner) demote(ctx context.Context, pub *publisher, loserID string, winnerBox box.Box) error {
+	if err := pub.wait(ctx); err != nil {
+		return err
+	}
+	stream, err := r.JS.Stream(ctx, natsx.WorkStream)
+	if err != nil {
+		return fmt.Errorf("demote duplicate %s: %w", loserID, err)
+	}
+	subj := box.Subject(natsx.WorkSubject, loserID)
+	body := []byte(nil)
+	if m, err := stream.GetLastMsgForSubject(ctx, subj); err == nil {
+		body = m.Data
+	}
+	if err := stream.Purge(ctx, jetstream.WithPurgeSubject(subj)); err != nil {
+		return fmt.Errorf("take duplicate %s off the work stream: %w", loserID, err)
+	}
+	l := deadletter.Letter{
+		Kind: deadletter.KindDuplicateName, Source: deadletter.SourceProducer,
+		Reason: fmt.Sprintf("name %q is also used by OZmap box %s, which was synced instead (latest updatedAt, then highest id wins); rename one of them in OZmap", winnerBox.Name, winnerBox.ID),
+		BoxID:  loserID, BoxName: winnerBox.Name, RunID: winnerBox.RunID, WinnerID: winnerBox.ID,
+	}
+	return deadletter.Publish(ctx, r.JS, body, l)
+}
+
+func (r *Runner) deadLetterDuplicate(ctx context.Context, b box.Box, winnerID string) error {
+	body, _ := b.Encode()
+	l := deadletter.Letter{
+		Kind: deadletter.KindDuplicateName, Source: deadletter.SourceProducer,
+		Reason: fmt.Sprintf("name %q is also used by OZmap box %s, which was synced instead (latest updatedAt, then highest id wins); rename one of them in OZmap", b.Name, winnerID),
+		BoxID:  b.ID, BoxName: b.Name, RunID: b.RunID, WinnerID: winnerID,
+	}
+	return deadletter.Publish(ctx, r.JS, body, l)
+}
+
+func (r *Runner) deadLetterRow(ctx context.Context, runID, id, name string, raw []byte, cause error) error {
+	l := deadletter.Letter{
+		Kind: deadletter.KindInvalidRow, Source: deadletter.SourceProducer,
+		Reason: "OZmap row cannot be synced: " + strings.ReplaceAll(cause.Error(), "\n", "; ") + " (fix the box in OZmap; the next sync picks it up)",
+		BoxID:  id, BoxName: name, RunID: runID,
+	}
+	return deadletter.Publish(ctx, r.JS, raw, l)
+}
+
+func (r *Runner) progress(ctx context.Context, log *slog.Logger, s *Summary, pub *publisher) func() {
+	every := r.ProgressEvery
+	if every <= 0 {
+		every = 15 * time.Second
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				published, unchanged := pub.counts()
+				acked := published + unchanged
+				rate := float64(acked) / time.Since(start).Seconds()
+				log.Info("sync progress", "published", published, "unchanged", unchanged, "boxes_per_second", int(rate))
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// publisher publishes asynchronously with a bounded number in flight (the
+// JetStream context's max pending) and checks every acknowledgement.
+type publisher struct {
+	js      jetstream.JetStream
+	futures chan jetstream.PubAckFuture
+	pending sync.WaitGroup // publishes not yet acknowledged or failed
+	done    chan struct{}
+
+	mu        sync.Mutex
+	published int
+	unchanged int
+	failed    []*nats.Msg
+}
+
+func newPublisher(js jetstream.JetStream) *publisher {
+	p := &publisher{js: js, futures: make(chan jetstream.PubAckFuture, 1024), done: make(chan struct{})}
+	go p.collect()
+	return p
+}
+
+func (p *publisher) collect() {
+	defer close(p.done)
+	for f := range p.futures {
+		select {
+		case ack := <-f.Ok():
+			p.count(ack)
+		case <-f.Err():
+			p.mu.Lock()
+			p.failed = append(p.failed, f.Msg())
+			p.mu.Unlock()
+		}
+		p.pending.Done()
+	}
+}
+
+func (p *publisher) count(ack *jetstream.PubAck) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if ack.Duplicate {
+		p.unchanged++
+	} else {
+		p.published++
+	}
+}
+
+func (p *publisher) publish(b box.Box) error {
+	data, err := b.Encode()
+	if err != nil {
+		return fmt.Errorf("encode box %s: %w", b.ID, err)
+	}
+	msg := &nats.Msg{Subject: box.Subject(natsx.WorkSubject, b.ID), Data: data}
+	f, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(b.MsgID()), jetstream.WithExpectStream(natsx.WorkStream))
+	if err != nil {
+		return fmt.Errorf("publish box %s: %w", b.ID, err)
+	}
+	p.pending.Add(1)
+	p.futures <- f
+	return nil
+}
+
+// wait blocks until every publish so far is acknowledged, retrying failed
+// ones synchronously. The message id makes a retry of a publish that did land
+// harmless: JetStream reports it as a duplicate.
+func (p *publisher) wait(ctx context.Context) error {
+	acked := make(chan struct{})
+	go func() { p.pending.Wait(); close(acked) }()
+	select {
+	case <-acked:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	p.mu.Lock()
+	failed := p.failed
+	p.failed = nil
+	p.mu.Unlock()
+	for _, m := range failed {
+		ack, err := publishWithRetry(ctx, p.js, m, m.Header.Get(nats.MsgIdHdr))
+		if err != nil {
+			return fmt.Errorf("JetStream did not acknowledge %s: %w", m.Subject, err)
+		}
+		p.count(ack)
+	}
+	return nil
+}
+
+// publishWithRetry publishes synchronously, retrying a few times over about
+// ten seconds (a NATS leader election or reconnect takes a few seconds).
+func publishWithRetry(ctx context.Context, js jetstream.JetStream, m *nats.Msg, msgID string) (*jetstream.PubAck, error) {
+	var err error
+	for attempt := 1; attempt <= 5; attempt++ {
+		var ack *jetstream.PubAck
+		ack, err = js.PublishMsg(ctx, m, jetstream.WithMsgID(msgID), jetstream.WithExpectStream(natsx.WorkStream))
+		if err == nil {
+			return ack, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Duration(attempt) * time.Second):
+		}
+	}
+	return nil, fmt.Errorf("after 5 attempts: %w", err)
+}
+
+func (p *publisher) counts() (published, unchanged int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.published, p.unchanged
+}
+
+func (p *publisher) stop() {
+	close(p.futures)
+	<-p.done
+}
+
+// clearStaleProducerLetters removes producer dead letters written by earlier
+// runs. A complete run re-examines every eligible box and writes a fresh
+// letter for each that is still bad, so an older producer letter is about a
+// box that has since been fixed, deleted, or put back "In project".
+func clearStaleProducerLetters(ctx context.Context, js jetstream.JetStream, runID string) (int, error) {
+	stream, err := js.Stream(ctx, natsx.DLQStream)
+	if err != nil {
+		return 0, err
+	}
+	var stale []uint64
+	err = deadletter.Scan(ctx, js, func(seq uint64, l deadletter.Letter, _ []byte) bool {
+		if l.Source == deadletter.SourceProducer && l.RunID != runID {
+			stale = append(stale, seq)
+		}
+		return true
+	})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, seq := range stale {
+		if err := stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// RunIDFor names a run after the time it was scheduled for (UTC), so every
+// replica and every rerun of the same scheduled sync agree on its id.
+func RunIDFor(t time.Time) string { return t.UTC().Format("20060102T150405Z") }
+
+// ManualRunID names a run started by hand (`producer -once`).
+func ManualRunID(t time.Time) string {
+	h := sha256.Sum256([]byte(t.String()))
+	return RunIDFor(t) + "-once-" + hex.EncodeToString(h[:2])
+}
