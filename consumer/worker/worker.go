@@ -1,0 +1,370 @@
+// Package worker runs the consumer's pull loop: it takes box messages from
+// the durable consumer sytex-upsert, upserts each through the circuit
+// breaker, and acks, retries or dead-letters it. The upsert itself is
+// package upsert; each concern here wraps around it.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/consumer/upsert"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/box"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/deadletter"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/natsx"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/sytex"
+)
+
+// Event is what happened to one message, for metrics and reports.
+type Event struct {
+	Box      box.Box // zero when the message did not decode
+	Result   upsert.Result
+	Err      error
+	Kind     deadletter.Kind // set when dead-lettered
+	Retried  bool            // handed back for a later attempt
+	Attempts int
+}
+
+// Options configure a Worker.
+type Options struct {
+	Concurrency     int
+	MaxAttempts     int           // real attempts before a transiently failing box is dead-lettered
+	RetryBase       time.Duration // first retry delay; doubles per attempt, with jitter
+	RetryMax        time.Duration
+	AckWait         time.Duration // the consumer's AckWait; long upserts send InProgress well within it
+	ShutdownTimeout time.Duration // how long in-flight upserts may finish after a stop
+	Breaker         BreakerSettings
+	// PauseReplicas pauses the durable consumer for every replica while the
+	// breaker is open (JetStream consumer pause), so no replica keeps
+	// pulling work it cannot do.
+	PauseReplicas bool
+	OnEvent       func(Event)
+	Log           *slog.Logger
+}
+
+// Worker is one consumer process's pull loop.
+type Worker struct {
+	js   jetstream.JetStream
+	cons jetstream.Consumer
+	up   *upsert.Upserter
+	opt  Options
+	log  *slog.Logger
+	cb   *gobreaker.CircuitBreaker[any]
+	// breakerChanged is closed and replaced on every breaker transition, so
+	// workers holding a box while it is open wake as soon as it half-opens.
+	mu             sync.Mutex
+	breakerChanged chan struct{}
+}
+
+// New builds a Worker. api is the Sytex client; the Worker wraps it in the
+// breaker and rate gate and hands the wrapped client to the upserter.
+func New(js jetstream.JetStream, cons jetstream.Consumer, api sytexAPI, up upsert.Upserter, o Options) *Worker {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	w := &Worker{js: js, cons: cons, opt: o, log: o.Log, breakerChanged: make(chan struct{})}
+	bs := o.Breaker
+	user := bs.OnStateChange
+	bs.OnStateChange = func(from, to gobreaker.State) {
+		w.mu.Lock()
+		close(w.breakerChanged)
+		w.breakerChanged = make(chan struct{})
+		w.mu.Unlock()
+		if o.PauseReplicas {
+			go w.pauseOrResume(to)
+		}
+		if user != nil {
+			user(from, to)
+		}
+	}
+	w.cb = newBreaker(bs, o.Log)
+	up.Sytex = &guarded{api: api, cb: w.cb, gate: &rateGate{}}
+	w.up = &up
+	return w
+}
+
+// BreakerState is the breaker's current state.
+func (w *Worker) BreakerState() gobreaker.State { return w.cb.State() }
+
+func (w *Worker) pauseOrResume(to gobreaker.State) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	switch to {
+	case gobreaker.StateOpen:
+		until := time.Now().Add(w.opt.Breaker.OpenTimeout)
+		if _, err := w.js.PauseConsumer(ctx, natsx.WorkStream, natsx.UpsertConsumer, until); err != nil {
+			w.log.Warn("could not pause the consumer for the other replicas", "err", err)
+			return
+		}
+		w.log.Warn("Sytex is failing: paused consumer "+natsx.UpsertConsumer+" for every replica", "until", until)
+	case gobreaker.StateClosed:
+		if _, err := w.js.ResumeConsumer(ctx, natsx.WorkStream, natsx.UpsertConsumer); err != nil {
+			w.log.Warn("could not resume the consumer", "err", err)
+			return
+		}
+		w.log.Info("Sytex answers again: resumed consumer " + natsx.UpsertConsumer)
+	}
+}
+
+// Run pulls and processes boxes until ctx is cancelled, then stops pulling,
+// lets in-flight upserts finish (up to ShutdownTimeout), hands back what it
+// could not finish, and returns nil.
+func (w *Worker) Run(ctx context.Context) error {
+	// Keep the client-side buffer small: a buffered message is already
+	// "delivered" and its AckWait is running (nats.go issue 1929).
+	it, err := w.cons.Messages(jetstream.PullMaxMessages(w.opt.Concurrency), jetstream.PullExpiry(10*time.Second))
+	if err != nil {
+		return fmt.Errorf("pull from %s/%s: %w", natsx.WorkStream, natsx.UpsertConsumer, err)
+	}
+	// Upserts run under work, which outlives ctx by ShutdownTimeout so an
+	// upsert in progress at SIGTERM can finish and be acked.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	go func() {
+		<-ctx.Done()
+		it.Drain()
+		t := time.NewTimer(w.opt.ShutdownTimeout)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			w.log.Warn("shutdown timeout reached; handing back unfinished boxes")
+			cancelWork()
+		case <-work.Done():
+		}
+	}()
+
+	msgs := make(chan jetstream.Msg)
+	var wg sync.WaitGroup
+	for range w.opt.Concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for m := range msgs {
+				w.handle(ctx, work, m)
+			}
+		}()
+	}
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				break
+			}
+			if ctx.Err() == nil {
+				w.log.Warn("pull interrupted; continuing", "err", err)
+			}
+			select {
+			case <-time.After(250 * time.Millisecond):
+			case <-work.Done():
+			}
+			if work.Err() != nil {
+				break
+			}
+			continue
+		}
+		if ctx.Err() != nil {
+			// Buffered but not started: hand it straight back to
+			// another replica instead of letting its AckWait run out.
+			_ = m.Nak()
+			continue
+		}
+		msgs <- m
+	}
+	close(msgs)
+	wg.Wait()
+	cancelWork()
+	return nil
+}
+
+// handle processes one message: decode, upsert (holding the message while
+// the breaker is open or a 429 slow-down is in force), then ack, retry or
+// dead-letter.
+func (w *Worker) handle(stop, work context.Context, m jetstream.Msg) {
+	meta, err := m.Metadata()
+	if err != nil {
+		w.log.Error("message without JetStream metadata; terminating it", "subject", m.Subject(), "err", err)
+		_ = m.TermWithReason("no metadata")
+		return
+	}
+	attempts := int(meta.NumDelivered)
+	b, err := box.Decode(m.Data())
+	if err != nil {
+		w.deadLetter(work, m, meta, box.Box{ID: subjectBoxID(m.Subject())}, deadletter.KindUndecodable, "message is not a valid box message: "+err.Error(), err, attempts)
+		return
+	}
+	log := w.log.With("run_id", b.RunID, "box_id", b.ID)
+
+	stopBeat := w.heartbeat(work, m)
+	res, err := w.upsertHolding(stop, work, m, b)
+	stopBeat()
+
+	switch {
+	case err == nil:
+		if aerr := m.DoubleAck(work); aerr != nil {
+			// The write happened; if the ack was lost the box is redelivered
+			// and the next upsert finds it unchanged. Nothing is doubled.
+			log.Warn("ack failed; the box will be redelivered and found unchanged", "err", aerr)
+		}
+		log.Debug("box synced", "outcome", res.Outcome, "sytex_id", res.ElementID)
+		w.emit(Event{Box: b, Result: res, Attempts: attempts})
+	case errors.As(err, new(permanentError)):
+		w.deadLetter(work, m, meta, b, deadletter.KindRejected, "internal error while upserting (a bug: report it with this letter)", err, attempts)
+	case errors.Is(err, upsert.ErrUnmappedType):
+		w.deadLetter(work, m, meta, b, deadletter.KindUnmappedType, err.Error()+" (map it, then replay the box)", err, attempts)
+	case sytex.IsPermanent(err) && !sytex.IsAuth(err):
+		w.deadLetter(work, m, meta, b, deadletter.KindRejected, "Sytex rejected the box", err, attempts)
+	case work.Err() != nil || stop.Err() != nil && errors.Is(err, context.Canceled):
+		// Shutting down: hand it back now for another replica.
+		_ = m.Nak()
+	case attempts >= w.opt.MaxAttempts:
+		w.deadLetter(work, m, meta, b, deadletter.KindExhausted,
+			fmt.Sprintf("Sytex failed %d times (CONSUMER_MAX_ATTEMPTS); replay once Sytex is healthy", attempts), err, attempts)
+	default:
+		d := w.retryDelay(attempts, err)
+		log.Warn("upsert failed; will retry", "attempt", attempts, "retry_in", d.String(), "err", err)
+		if nerr := m.NakWithDelay(d); nerr != nil {
+			log.Warn("nak failed; the box is redelivered after the ack wait", "err", nerr)
+		}
+		w.emit(Event{Box: b, Err: err, Retried: true, Attempts: attempts})
+	}
+}
+
+// upsertHolding runs the upsert, and while the breaker refuses calls (open,
+// or half-open with its probe already out) keeps the message in hand instead
+// of naking it: naks count as deliveries, and an outage must not burn a box's
+// attempts. The heartbeat keeps the message's AckWait from running out.
+func (w *Worker) upsertHolding(stop, work context.Context, m jetstream.Msg, b box.Box) (res upsert.Result, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("internal error upserting box: %v", r)
+			w.log.Error("panic in upsert", "box_id", b.ID, "panic", r, "stack", string(debug.Stack()))
+			res = upsert.Result{}
+			err = permanentError{err}
+		}
+	}()
+	for {
+		w.mu.Lock()
+		changed := w.breakerChanged
+		w.mu.Unlock()
+		res, err = w.up.Upsert(work, b)
+		if !errors.Is(err, gobreaker.ErrOpenState) && !errors.Is(err, gobreaker.ErrTooManyRequests) {
+			return res, err
+		}
+		// Wait for the breaker to change state, or for its open period to
+		// end (gobreaker moves to half-open lazily, on the next call).
+		t := time.NewTimer(min(w.opt.Breaker.OpenTimeout/4+jitter(time.Second), 5*time.Second))
+		select {
+		case <-stop.Done():
+			t.Stop()
+			return res, context.Canceled
+		case <-changed:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// permanentError marks an internal failure that no retry can cure.
+type permanentError struct{ error }
+
+func (e permanentError) Unwrap() error { return e.error }
+
+func (w *Worker) heartbeat(ctx context.Context, m jetstream.Msg) func() {
+	every := w.opt.AckWait / 3
+	if every <= 0 {
+		every = 10 * time.Second
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				_ = m.InProgress()
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// retryDelay grows with the attempt (RetryBase·2^(n-1), capped at RetryMax),
+// with ±25% jitter so a burst of failures does not come back as a burst, and
+// never shorter than Sytex's Retry-After.
+func (w *Worker) retryDelay(attempt int, err error) time.Duration {
+	d := w.opt.RetryBase
+	for i := 1; i < attempt && d < w.opt.RetryMax; i++ {
+		d *= 2
+	}
+	d = min(d, w.opt.RetryMax)
+	d = d*3/4 + jitter(d/2)
+	var ae *sytex.APIError
+	if errors.As(err, &ae) && ae.RetryAfter > d {
+		d = ae.RetryAfter
+	}
+	return d
+}
+
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return time.Duration(rand.Int64N(int64(d)))
+}
+
+// deadLetter stores the box in the DLQ with its reason, then terminates the
+// message. If the DLQ cannot be written the message is retried later: a box
+// is never acked away without its letter.
+func (w *Worker) deadLetter(ctx context.Context, m jetstream.Msg, meta *jetstream.MsgMetadata, b box.Box, kind deadletter.Kind, reason string, cause error, attempts int) {
+	l := deadletter.Letter{
+		Kind: kind, Source: deadletter.SourceConsumer, Reason: reason,
+		Attempts: attempts, Subject: m.Subject(), StreamSeq: meta.Sequence.Stream,
+		BoxID: b.ID, BoxName: b.Name, RunID: b.RunID,
+	}
+	var ae *sytex.APIError
+	if errors.As(cause, &ae) {
+		l.HTTPStatus = ae.Status
+		l.ErrorText = ae.Body
+	} else if cause != nil {
+		l.ErrorText = cause.Error()
+	}
+	if err := deadletter.Publish(ctx, w.js, m.Data(), l); err != nil {
+		w.log.Error("could not dead-letter the box; will retry it", "box_id", b.ID, "err", err)
+		_ = m.NakWithDelay(w.opt.RetryBase)
+		return
+	}
+	if err := m.TermWithReason(string(kind)); err != nil {
+		w.log.Warn("terminate after dead-lettering failed (the letter is stored)", "box_id", b.ID, "err", err)
+	}
+	w.log.Warn("box dead-lettered", "box_id", b.ID, "run_id", b.RunID, "kind", kind, "reason", reason, "error", l.ErrorText)
+	w.emit(Event{Box: b, Err: cause, Kind: kind, Attempts: attempts})
+}
+
+func (w *Worker) emit(e Event) {
+	if w.opt.OnEvent != nil {
+		w.opt.OnEvent(e)
+	}
+}
+
+// subjectBoxID returns the box id token of a work subject, if it is one.
+func subjectBoxID(subject string) string {
+	id, ok := strings.CutPrefix(subject, natsx.WorkSubject+".")
+	if ok && box.ValidID(id) {
+		return id
+	}
+	return ""
+}
