@@ -82,7 +82,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	if err != nil {
 		return err
 	}
-	d := &daemon{p: p, lock: lock, sched: schedule.Schedule{Cron: cfg.Cron, Location: cfg.Location}, catchup: cfg.Catchup, log: log}
+	d := &daemon{p: p, lock: lock, sched: schedule.Schedule{Cron: cfg.ScheduleSpec(), Location: cfg.Location()}, catchup: cfg.Catchup, log: log}
 	return d.loop(ctx)
 }
 

@@ -147,7 +147,11 @@ func (r *Runner) run(ctx context.Context, log *slog.Logger, s *Summary) error {
 		s.Read++
 		if row.Err != nil {
 			s.Skipped[SkipInvalid]++
-			if err := r.deadLetterRow(ctx, s.RunID, row.Box.ID, row.Box.Name, row.Raw, row.Err); err != nil {
+			id, name := row.Box.ID, row.Box.Name
+			if id == "" {
+				id, name = idAndName(row.Raw)
+			}
+			if err := r.deadLetterRow(ctx, s.RunID, id, name, row.Raw, row.Err); err != nil {
 				return err
 			}
 			continue
@@ -437,6 +441,26 @@ func clearStaleProducerLetters(ctx context.Context, js jetstream.JetStream, runI
 		n++
 	}
 	return n, nil
+}
+
+// idAndName digs the id and name out of a row that did not decode, so its
+// dead letter can still say which box it is.
+func idAndName(raw []byte) (id, name string) {
+	var r struct {
+		ID   any `json:"id"`
+		OID  any `json:"_id"`
+		Name any `json:"name"`
+	}
+	if json.Unmarshal(raw, &r) != nil {
+		return "", ""
+	}
+	if s, ok := r.ID.(string); ok {
+		id = s
+	} else if s, ok := r.OID.(string); ok {
+		id = s
+	}
+	name, _ = r.Name.(string)
+	return id, name
 }
 
 // RunIDFor names a run after the time it was scheduled for (UTC), so every

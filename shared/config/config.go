@@ -63,9 +63,15 @@ type Producer struct {
 	Catchup    time.Duration `env:"SYNC_CATCHUP, default=6h"`
 	MaxPending int           `env:"PRODUCER_MAX_PENDING, default=1024"`
 
-	Location *time.Location `env:"-"`
-	Cron     cron.Schedule  `env:"-"`
+	location *time.Location
+	schedule cron.Schedule
 }
+
+// Location is SYNC_TIMEZONE, loaded.
+func (c *Producer) Location() *time.Location { return c.location }
+
+// ScheduleSpec is SYNC_SCHEDULE, parsed.
+func (c *Producer) ScheduleSpec() cron.Schedule { return c.schedule }
 
 // Consumer is the consumer's configuration.
 type Consumer struct {
@@ -90,9 +96,11 @@ type Consumer struct {
 	RetryMax        time.Duration `env:"CONSUMER_RETRY_MAX, default=5m"`
 	ShutdownTimeout time.Duration `env:"CONSUMER_SHUTDOWN_TIMEOUT, default=25s"`
 
-	// NETypes is SYTEX_NE_TYPE_MAP parsed: OZmap box-type code → ne_type id.
-	NETypes map[string]int64 `env:"-"`
+	neTypes map[string]int64
 }
+
+// NETypes is SYTEX_NE_TYPE_MAP parsed: OZmap box-type code → ne_type id.
+func (c *Consumer) NETypes() map[string]int64 { return c.neTypes }
 
 // LoadProducer reads and validates the producer's settings.
 func LoadProducer(ctx context.Context, lookup func(string) (string, bool)) (*Producer, error) {
@@ -114,8 +122,8 @@ func LoadProducer(ctx context.Context, lookup func(string) (string, bool)) (*Pro
 	if err != nil || c.TimeZone == "" {
 		errs = append(errs, fmt.Errorf("SYNC_TIMEZONE: %q is not an IANA time zone (e.g. America/Sao_Paulo)", c.TimeZone))
 	}
-	c.Location = loc
-	if c.Cron, err = ParseSchedule(c.Schedule); err != nil {
+	c.location = loc
+	if c.schedule, err = ParseSchedule(c.Schedule); err != nil {
 		errs = append(errs, err)
 	}
 	if c.Catchup < 0 {
@@ -155,7 +163,7 @@ func LoadConsumer(ctx context.Context, lookup func(string) (string, bool)) (*Con
 	}
 	m, err := ParseNETypeMap(c.NETypeMap)
 	errs = append(errs, err)
-	c.NETypes = m
+	c.neTypes = m
 	if c.NETypeDefault < 0 {
 		errs = append(errs, fmt.Errorf("SYTEX_NE_TYPE_DEFAULT: %d must be a positive ne_type id, or unset", c.NETypeDefault))
 	}
@@ -363,4 +371,23 @@ func fileExists(name, path string) error {
 		return fmt.Errorf("%s: cannot read %q: %v", name, path, errors.Unwrap(err))
 	}
 	return nil
+}
+
+// LoadInto reads settings into any struct built from this package's parts
+// (such as one holding only NATS and Log, for `consumer replay`).
+func LoadInto(ctx context.Context, target any, lookup func(string) (string, bool)) error {
+	if err := process(ctx, target, lookup); err != nil {
+		return err
+	}
+	v := reflect.ValueOf(target).Elem()
+	var errs []error
+	for i := 0; i < v.NumField(); i++ {
+		switch f := v.Field(i).Interface().(type) {
+		case NATS:
+			errs = append(errs, f.validate()...)
+		case Log:
+			errs = append(errs, f.validate()...)
+		}
+	}
+	return errors.Join(errs...)
 }
