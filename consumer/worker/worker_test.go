@@ -1,0 +1,254 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/consumer/upsert"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/box"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/deadletter"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/natsx"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/natsx/natstest"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/sytex"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/sytex/sytextest"
+)
+
+const token, org = "tok-secret", 7
+
+type rig struct {
+	js     jetstream.JetStream
+	sy     *sytextest.Server
+	worker *Worker
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func newRig(t *testing.T, opt Options) *rig {
+	t.Helper()
+	topo := natsx.DefaultTopology()
+	topo.AckWait = 5 * time.Second
+	js := natstest.Start(t, topo)
+	sy := sytextest.NewServer(token, org)
+	t.Cleanup(sy.Close)
+	api, err := sytex.New(sytex.Options{BaseURL: sy.URL, Token: token, OrganizationID: org, HTTPClient: &http.Client{Timeout: 2 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	cons, err := js.Consumer(ctx, natsx.WorkStream, natsx.UpsertConsumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := Options{Concurrency: 4, MaxAttempts: 3, RetryBase: 50 * time.Millisecond, RetryMax: 200 * time.Millisecond,
+		AckWait: topo.AckWait, ShutdownTimeout: 2 * time.Second, PauseReplicas: true,
+		Breaker: BreakerSettings{Failures: 3, OpenTimeout: 300 * time.Millisecond},
+		Log:     slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if opt.MaxAttempts != 0 {
+		o.MaxAttempts = opt.MaxAttempts
+	}
+	o.OnEvent = opt.OnEvent
+	w := New(js, cons, api, upsert.Upserter{NETypes: map[string]int64{"CTO": 321}}, o)
+	rctx, cancel := context.WithCancel(ctx)
+	r := &rig{js: js, sy: sy, worker: w, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- w.Run(rctx) }()
+	t.Cleanup(func() { r.stop(t) })
+	return r
+}
+
+func (r *rig) stop(t *testing.T) {
+	r.cancel()
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Errorf("worker Run: %v", err)
+		}
+		r.done <- nil
+	case <-time.After(10 * time.Second):
+		t.Error("worker did not stop within 10s")
+	}
+}
+
+func publish(t *testing.T, js jetstream.JetStream, subject string, data []byte) {
+	t.Helper()
+	if _, err := js.Publish(context.Background(), subject, data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func testBox(i int, name string) box.Box {
+	return box.Box{Schema: box.SchemaVersion, ID: fmt.Sprintf("%024x", i+1), Name: name, TypeCode: "CTO",
+		Latitude: -27.5 - float64(i)/1000, Longitude: -48.5, UpdatedAt: time.Now().UTC(), RunID: "r1"}
+}
+
+func publishBox(t *testing.T, js jetstream.JetStream, b box.Box) {
+	data, err := b.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish(t, js, box.Subject(natsx.WorkSubject, b.ID), data)
+}
+
+// idle waits until the consumer has nothing pending or unacked.
+func idle(t *testing.T, js jetstream.JetStream, within time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	for {
+		c, err := js.Consumer(ctx, natsx.WorkStream, natsx.UpsertConsumer)
+		if err == nil {
+			if info, err := c.Info(ctx); err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("consumer not idle within %s", within)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func letters(t *testing.T, js jetstream.JetStream) []deadletter.Letter {
+	t.Helper()
+	var out []deadletter.Letter
+	if err := deadletter.Scan(context.Background(), js, func(_ uint64, l deadletter.Letter, _ []byte) bool {
+		out = append(out, l)
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestRejectedBoxIsDeadLetteredWhileOthersSync(t *testing.T) {
+	r := newRig(t, Options{})
+	r.sy.FailMatching(func(req *http.Request) (int, string, bool) {
+		if req.Method == http.MethodPost {
+			body, _ := io.ReadAll(req.Body)
+			if string(body) != "" && contains(string(body), "BAD-1") {
+				return 400, `{"ne_type": ["Invalid pk \"999\" - object does not exist."]}`, true
+			}
+		}
+		return 0, "", false
+	})
+	for i, name := range []string{"CTO-1", "BAD-1", "CTO-2"} {
+		publishBox(t, r.js, testBox(i, name))
+	}
+	idle(t, r.js, 15*time.Second)
+	if n := len(r.sy.ElementsByName("CTO-1")) + len(r.sy.ElementsByName("CTO-2")); n != 2 {
+		t.Fatalf("good boxes in Sytex: %d, want 2", n)
+	}
+	if n := len(r.sy.ElementsByName("BAD-1")); n != 0 {
+		t.Fatalf("rejected box in Sytex: %d", n)
+	}
+	ls := letters(t, r.js)
+	if len(ls) != 1 {
+		t.Fatalf("dead letters: %+v, want 1", ls)
+	}
+	l := ls[0]
+	if l.Kind != deadletter.KindRejected || l.HTTPStatus != 400 || !contains(l.ErrorText, "Invalid pk") || l.BoxName != "BAD-1" ||
+		l.StreamSeq == 0 || l.Subject == "" || l.Attempts != 1 {
+		t.Fatalf("letter = %+v", l)
+	}
+	if r.worker.BreakerState() != gobreaker.StateClosed {
+		t.Fatalf("a 400 tripped the breaker: %v", r.worker.BreakerState())
+	}
+}
+
+func TestGarbageOnTheSubjectIsDeadLettered(t *testing.T) {
+	r := newRig(t, Options{})
+	big := make([]byte, 1<<20)
+	for i := range big {
+		big[i] = 'x'
+	}
+	publish(t, r.js, natsx.WorkSubject+".000000000000000000000001", []byte("not json"))
+	publish(t, r.js, natsx.WorkSubject+".000000000000000000000002", []byte(`{"schema": 99, "id": "000000000000000000000002", "name": "X", "latitude": 1, "longitude": 1}`))
+	publish(t, r.js, natsx.WorkSubject+".000000000000000000000003", []byte(`{"schema": 1}`))
+	publish(t, r.js, natsx.WorkSubject+".hand.typed", big)
+	publishBox(t, r.js, testBox(9, "CTO-OK"))
+	idle(t, r.js, 15*time.Second)
+	ls := letters(t, r.js)
+	if len(ls) != 4 {
+		t.Fatalf("dead letters: %d, want 4: %+v", len(ls), ls)
+	}
+	for _, l := range ls {
+		if l.Kind != deadletter.KindUndecodable || l.Reason == "" {
+			t.Errorf("letter %+v: want kind undecodable with a reason", l)
+		}
+	}
+	if len(r.sy.ElementsByName("CTO-OK")) != 1 {
+		t.Fatal("the valid box after the garbage was not synced: the consumer stopped?")
+	}
+}
+
+func TestOutageNeverDeadLettersAndDrainsAfterwards(t *testing.T) {
+	r := newRig(t, Options{MaxAttempts: 3})
+	r.sy.SetOutage(true)
+	for i := range 20 {
+		publishBox(t, r.js, testBox(i, fmt.Sprintf("CTO-%02d", i)))
+	}
+	// Much longer than MaxAttempts × retry delays: a naive nak loop would
+	// have dead-lettered every box by now.
+	deadline := time.Now().Add(3 * time.Second)
+	sawPause := false
+	for time.Now().Before(deadline) {
+		c, _ := r.js.Consumer(context.Background(), natsx.WorkStream, natsx.UpsertConsumer)
+		if info, err := c.Info(context.Background()); err == nil && info.Paused {
+			sawPause = true
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := len(letters(t, r.js)); n != 0 {
+		t.Fatalf("%d boxes dead-lettered during a Sytex outage", n)
+	}
+	if !sawPause {
+		t.Error("the consumer was never paused for the other replicas while the breaker was open")
+	}
+	requests := r.sy.Counts().Total
+	if requests > 60 {
+		t.Errorf("%d requests to Sytex during a 3s outage; the breaker should keep it to a few probes", requests)
+	}
+	r.sy.SetOutage(false)
+	idle(t, r.js, 20*time.Second)
+	if n := len(r.sy.Elements()); n != 20 {
+		t.Fatalf("after the outage Sytex has %d elements, want 20", n)
+	}
+	if n := len(letters(t, r.js)); n != 0 {
+		t.Fatalf("%d dead letters after the outage", n)
+	}
+}
+
+func TestTransientFailureRetriedThenDeadLetteredAfterMaxAttempts(t *testing.T) {
+	r := newRig(t, Options{MaxAttempts: 3})
+	// A 500 for one box only, forever: the breaker must not open (other
+	// boxes succeed) and the box must end in the DLQ after 3 attempts.
+	r.sy.FailMatching(func(req *http.Request) (int, string, bool) {
+		if contains(req.URL.RawQuery, "FLAKY") {
+			return 500, `{"detail": "boom"}`, true
+		}
+		return 0, "", false
+	})
+	publishBox(t, r.js, testBox(1, "FLAKY"))
+	for i := 2; i < 6; i++ {
+		publishBox(t, r.js, testBox(i, fmt.Sprintf("CTO-%d", i)))
+	}
+	idle(t, r.js, 20*time.Second)
+	ls := letters(t, r.js)
+	if len(ls) != 1 || ls[0].Kind != deadletter.KindExhausted || ls[0].Attempts != 3 || ls[0].HTTPStatus != 500 {
+		t.Fatalf("letters = %+v; want one max-attempts letter after 3 attempts with status 500", ls)
+	}
+	if len(r.sy.Elements()) != 4 {
+		t.Fatalf("Sytex elements = %d, want 4", len(r.sy.Elements()))
+	}
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
