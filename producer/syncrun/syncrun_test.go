@@ -1,0 +1,204 @@
+package syncrun
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/deadletter"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/natsx"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/natsx/natstest"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/ozmap"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/ozmap/ozmaptest"
+)
+
+const key = "oz-secret-key"
+
+func setup(t *testing.T, opts ...ozmaptest.Option) (*ozmaptest.Server, *Runner, jetstream.JetStream) {
+	t.Helper()
+	js := natstest.Start(t, natsx.DefaultTopology(), jetstream.WithPublishAsyncMaxPending(64), jetstream.WithPublishAsyncTimeout(10*time.Second))
+	oz := ozmaptest.NewServer(key, opts...)
+	t.Cleanup(oz.Close)
+	c, err := ozmap.New(ozmap.Options{BaseURL: oz.URL, APIKey: key, PageSize: 7, MaxAttempts: 2, RetryBaseDelay: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return oz, &Runner{OZmap: c, JS: js, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, js
+}
+
+func ozBox(id, name string, implanted bool, updated time.Time) ozmaptest.Box {
+	return ozmaptest.Box{ID: id, Name: name, Implanted: implanted, Coords: []float64{-48.5, -27.5}, Lat: -27.5, Lng: -48.5,
+		BoxType: "64b000000000000000000001", Project: "5d9f3ff9200141000647f814", UpdatedAt: updated}
+}
+
+func workSubjects(t *testing.T, js jetstream.JetStream) map[string]bool {
+	t.Helper()
+	ctx := context.Background()
+	s, err := js.Stream(ctx, natsx.WorkStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(">"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for subj := range info.State.Subjects {
+		out[subj] = true
+	}
+	return out
+}
+
+func dlq(t *testing.T, js jetstream.JetStream) map[string]deadletter.Letter {
+	out := map[string]deadletter.Letter{}
+	if err := deadletter.Scan(context.Background(), js, func(_ uint64, l deadletter.Letter, _ []byte) bool {
+		out[l.BoxID] = l
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestInProjectBoxesNeverPublishedEvenIfServerIgnoresFilter(t *testing.T) {
+	oz, r, js := setup(t, ozmaptest.WithIgnoreFilter())
+	for _, t := range ozmaptest.DefaultBoxTypes() {
+		oz.PutBoxType(t)
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	oz.PutBox(ozBox("000000000000000000000001", "CTO-1", true, now))
+	oz.PutBox(ozBox("000000000000000000000002", "CTO-2", false, now))
+	oz.PutBox(ozBox("000000000000000000000003", "CTO-3", true, now))
+	s, err := r.Run(context.Background(), "run-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Read != 3 || s.Eligible != 2 || s.Published != 2 || s.Skipped[SkipInProject] != 1 {
+		t.Fatalf("summary %+v", s)
+	}
+	subj := workSubjects(t, js)
+	if !subj["ozmap.boxes.000000000000000000000001"] || subj["ozmap.boxes.000000000000000000000002"] || len(subj) != 2 {
+		t.Fatalf("work stream subjects %v", subj)
+	}
+	// The message carries the type code resolved from /box-types.
+	st, _ := js.Stream(context.Background(), natsx.WorkStream)
+	m, err := st.GetLastMsgForSubject(context.Background(), "ozmap.boxes.000000000000000000000001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msg map[string]any
+	_ = json.Unmarshal(m.Data, &msg)
+	if msg["type_code"] != "CTO" || msg["name"] != "CTO-1" || msg["run_id"] != "run-1" || msg["schema"] != float64(1) {
+		t.Fatalf("message %s", m.Data)
+	}
+}
+
+func TestDuplicateNamesLatestUpdatedWinsWhateverTheOrder(t *testing.T) {
+	oz, r, js := setup(t)
+	old := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	// Ids order the listing: the first-listed box loses to a later one, so
+	// the producer must take an already published loser back.
+	oz.PutBox(ozBox("000000000000000000000001", "CTO-DUP", true, old))
+	oz.PutBox(ozBox("000000000000000000000002", "CTO-DUP", true, old.Add(time.Hour))) // winner
+	oz.PutBox(ozBox("000000000000000000000003", "CTO-DUP", true, old))
+	oz.PutBox(ozBox("000000000000000000000004", "CTO-OTHER", true, old))
+	s, err := r.Run(context.Background(), "run-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Duplicates != 2 {
+		t.Fatalf("duplicates = %d, want 2 (%+v)", s.Duplicates, s)
+	}
+	subj := workSubjects(t, js)
+	if !subj["ozmap.boxes.000000000000000000000002"] || subj["ozmap.boxes.000000000000000000000001"] || subj["ozmap.boxes.000000000000000000000003"] {
+		t.Fatalf("work stream holds %v; want only the winner 2 of CTO-DUP", subj)
+	}
+	letters := dlq(t, js)
+	for _, loser := range []string{"000000000000000000000001", "000000000000000000000003"} {
+		l, ok := letters[loser]
+		if !ok || l.Kind != deadletter.KindDuplicateName || l.WinnerID != "000000000000000000000002" || l.Source != deadletter.SourceProducer {
+			t.Fatalf("letter for loser %s = %+v (ok=%v)", loser, l, ok)
+		}
+	}
+}
+
+func TestBadRowsAreDeadLetteredAndTheRunGoesOn(t *testing.T) {
+	oz, r, js := setup(t)
+	now := time.Now().UTC()
+	oz.PutBox(ozBox("000000000000000000000001", "CTO-1", true, now))
+	oz.PutBox(ozBox("000000000000000000000002", "   ", true, now))
+	far := ozBox("000000000000000000000003", "CTO-3", true, now)
+	far.Coords, far.Lat, far.Lng = []float64{-48.5, -127.5}, -127.5, -48.5
+	oz.PutBox(far)
+	oz.SetRawRows([]json.RawMessage{
+		json.RawMessage(`{"id": 42, "name": "CTO-X", "implanted": true}`),
+		json.RawMessage(`{"id": "000000000000000000000005", "name": "CTO-5", "implanted": "yes"}`),
+	})
+	s, err := r.Run(context.Background(), "run-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Published != 1 || s.Skipped[SkipInvalid] != 4 {
+		t.Fatalf("summary %+v", s)
+	}
+	letters := dlq(t, js)
+	if len(letters) != 4 {
+		t.Fatalf("letters: %+v", letters)
+	}
+	if l := letters["000000000000000000000002"]; l.Kind != deadletter.KindInvalidRow || l.Reason == "" {
+		t.Fatalf("blank name letter: %+v", l)
+	}
+	// A second complete run with the rows fixed clears the old letters.
+	oz.PutBox(ozBox("000000000000000000000002", "CTO-2", true, now))
+	oz.SetRawRows(nil)
+	far.Coords, far.Lat = []float64{-48.5, -27.5}, -27.5
+	oz.PutBox(far)
+	s, err = r.Run(context.Background(), "run-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left := dlq(t, js); len(left) != 0 || s.Cleared != 4 {
+		t.Fatalf("after fixing the rows: %d letters left, %d cleared; want 0 and 4", len(left), s.Cleared)
+	}
+}
+
+func TestRejectedKeyStopsTheRunClearly(t *testing.T) {
+	oz, _, js := setup(t)
+	c, _ := ozmap.New(ozmap.Options{BaseURL: oz.URL, APIKey: "wrong-key", MaxAttempts: 1})
+	r := &Runner{OZmap: c, JS: js, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	_, err := r.Run(context.Background(), "run-1")
+	if !errors.Is(err, ozmap.ErrUnauthorized) {
+		t.Fatalf("err = %v; want ErrUnauthorized", err)
+	}
+}
+
+func TestRerunPublishesNothingTwice(t *testing.T) {
+	oz, r, _ := setup(t)
+	now := time.Now().UTC()
+	for i, id := range []string{"000000000000000000000001", "000000000000000000000002"} {
+		oz.PutBox(ozBox(id, "CTO-"+string(rune('A'+i)), true, now))
+	}
+	if _, err := r.Run(context.Background(), "run-1"); err != nil {
+		t.Fatal(err)
+	}
+	s, err := r.Run(context.Background(), "run-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Published != 0 || s.Unchanged != 2 {
+		t.Fatalf("rerun: %+v; want 0 published, 2 unchanged", s)
+	}
+	// A changed box goes through.
+	b := ozBox("000000000000000000000001", "CTO-A", true, now.Add(time.Minute))
+	b.Coords, b.Lat = []float64{-48.5, -27.6}, -27.6
+	oz.PutBox(b)
+	if s, err = r.Run(context.Background(), "run-3"); err != nil || s.Published != 1 || s.Unchanged != 1 {
+		t.Fatalf("after a change: %+v, %v; want 1 published", s, err)
+	}
+}
