@@ -5,7 +5,12 @@ package main
 
 import (
 	"context"
+	"flag"
+	"strconv"
+	"time"
+
 	"fmt"
+	"github.com/sony/gobreaker/v2"
 	"io"
 	"os"
 	"os/signal"
@@ -34,6 +39,20 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	if len(args) > 0 && args[0] == "replay" {
 		return runReplay(ctx, args[1:], lookup, stdout, stderr)
 	}
+	fs := flag.NewFlagSet("consumer", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	health := fs.Bool("healthcheck", false, "check a running consumer's /healthz on HTTP_ADDR and exit 0 or 1 (container health checks)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: consumer [-healthcheck]     upsert boxes from OZMAP_BOXES into Sytex until SIGTERM")
+		fmt.Fprintln(stderr, "       consumer replay -h           move dead letters (or a past sync) back to work")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *health {
+		return telemetry.HealthCheck(telemetry.HTTPAddr(lookup))
+	}
 	cfg, err := config.LoadConsumer(ctx, lookup)
 	if err != nil {
 		return err
@@ -43,9 +62,13 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	if err != nil {
 		return fmt.Errorf("SYTEX_CA_FILE: %w", err)
 	}
+	metrics := telemetry.NewMetrics()
 	api, err := sytex.New(sytex.Options{
 		BaseURL: cfg.SytexURL, Token: cfg.SytexToken, OrganizationID: cfg.SytexOrgID,
 		HTTPClient: hc, PageSize: cfg.SytexPageSize,
+		OnRequest: func(method, route string, status int, d time.Duration) {
+			metrics.SytexRequests.WithLabelValues(route, method, strconv.Itoa(status)).Observe(d.Seconds())
+		},
 	})
 	if err != nil {
 		return err
@@ -63,12 +86,57 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		Concurrency: cfg.Concurrency, MaxAttempts: cfg.MaxAttempts,
 		RetryBase: cfg.RetryBase, RetryMax: cfg.RetryMax, AckWait: cfg.AckWait,
 		ShutdownTimeout: cfg.ShutdownTimeout, PauseReplicas: true, Log: log,
-		Breaker: worker.BreakerSettings{Failures: cfg.BreakerFails, OpenTimeout: cfg.BreakerOpenFor},
+		Breaker: worker.BreakerSettings{Failures: cfg.BreakerFails, OpenTimeout: cfg.BreakerOpenFor,
+			OnStateChange: func(_, to gobreaker.State) { metrics.BreakerState.Set(float64(to)) }},
+		OnEvent: func(e worker.Event) {
+			switch {
+			case e.Kind != "":
+				metrics.Upserts.WithLabelValues("dead_lettered").Inc()
+				metrics.DeadLetters.WithLabelValues(string(e.Kind)).Inc()
+			case e.Retried:
+				metrics.Upserts.WithLabelValues("retried").Inc()
+			default:
+				metrics.Upserts.WithLabelValues(string(e.Result.Outcome)).Inc()
+			}
+		},
 	})
+	if err := telemetry.Serve(ctx, cfg.Log.HTTPAddr, metrics, func() error {
+		if !conn.NC.IsConnected() {
+			return fmt.Errorf("NATS %s", conn.NC.Status())
+		}
+		return nil
+	}, log); err != nil {
+		return err
+	}
+	go sampleBacklog(ctx, conn, metrics)
 	log.Info("consumer started", "concurrency", cfg.Concurrency, "stream", natsx.WorkStream, "consumer", natsx.UpsertConsumer)
 	if err := w.Run(ctx); err != nil {
 		return err
 	}
 	log.Info("consumer stopped")
 	return nil
+}
+
+// sampleBacklog exports the JetStream backlog and the DLQ size every 15 s.
+func sampleBacklog(ctx context.Context, conn *natsx.Conn, m *telemetry.Metrics) {
+	pending, dlq := m.NewBacklogGauges()
+	t := time.NewTicker(15 * time.Second)
+	defer t.Stop()
+	for {
+		if c, err := conn.JS.Consumer(ctx, natsx.WorkStream, natsx.UpsertConsumer); err == nil {
+			if info, err := c.Info(ctx); err == nil {
+				pending.Set(float64(info.NumPending) + float64(info.NumAckPending))
+			}
+		}
+		if s, err := conn.JS.Stream(ctx, natsx.DLQStream); err == nil {
+			if info, err := s.Info(ctx); err == nil {
+				dlq.Set(float64(info.State.Msgs))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -40,8 +40,12 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	fs := flag.NewFlagSet("producer", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	once := fs.Bool("once", false, "run one sync now and exit (0 once every eligible box is acknowledged by JetStream)")
+	health := fs.Bool("healthcheck", false, "check a running producer's /healthz on HTTP_ADDR and exit 0 or 1 (container health checks)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *health {
+		return telemetry.HealthCheck(telemetry.HTTPAddr(lookup))
 	}
 	cfg, err := config.LoadProducer(ctx, lookup)
 	if err != nil {
@@ -71,13 +75,18 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	if err != nil {
 		return err
 	}
+	metrics := telemetry.NewMetrics()
 	p := &producer{
 		runner: &syncrun.Runner{OZmap: oz, JS: conn.JS, Log: log},
-		runs:   runs, log: log, stdout: stdout,
+		runs:   runs, log: log, stdout: stdout, metrics: metrics,
 	}
 	if *once {
 		return p.syncOnce(ctx, syncrun.ManualRunID(time.Now()))
 	}
+	if err := telemetry.Serve(ctx, cfg.Log.HTTPAddr, metrics, natsReady(conn), log); err != nil {
+		return err
+	}
+	p.restoreLastSuccess(ctx)
 	lock, err := natsx.Lock(ctx, conn.JS, cfg.NATS.Replicas)
 	if err != nil {
 		return err
@@ -87,10 +96,11 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 }
 
 type producer struct {
-	runner *syncrun.Runner
-	runs   jetstream.KeyValue
-	log    *slog.Logger
-	stdout io.Writer
+	runner  *syncrun.Runner
+	runs    jetstream.KeyValue
+	log     *slog.Logger
+	stdout  io.Writer
+	metrics *telemetry.Metrics
 }
 
 // syncOnce runs one sync, prints its summary line, and records it.
@@ -98,6 +108,11 @@ func (p *producer) syncOnce(ctx context.Context, runID string) error {
 	p.log.Info("sync started", "run_id", runID)
 	s, err := p.runner.Run(ctx, runID)
 	fmt.Fprintln(p.stdout, s.String())
+	p.metrics.BoxesPublished.Add(float64(s.Published))
+	p.metrics.LastRunDuration.Set(s.Finished.Sub(s.Started).Seconds())
+	if err == nil {
+		p.metrics.LastSuccess.Set(float64(s.Finished.Unix()))
+	}
 	p.log.Info("sync finished", "run_id", runID, "report", s)
 	if rerr := p.record(context.WithoutCancel(ctx), s); rerr != nil {
 		p.log.Warn("could not record run report", "run_id", runID, "err", rerr)
@@ -128,4 +143,28 @@ func (p *producer) record(ctx context.Context, s syncrun.Summary) error {
 func (p *producer) reported(ctx context.Context, runID string) bool {
 	_, err := p.runs.Get(ctx, "run."+runID)
 	return err == nil
+}
+
+// restoreLastSuccess sets the last-success metric from the run reports, so a
+// restarted producer does not look as if it never synced.
+func (p *producer) restoreLastSuccess(ctx context.Context) {
+	e, err := p.runs.Get(ctx, "last")
+	if err != nil {
+		return
+	}
+	var s syncrun.Summary
+	if json.Unmarshal(e.Value(), &s) == nil && s.Err == "" {
+		p.metrics.LastSuccess.Set(float64(s.Finished.Unix()))
+		p.metrics.LastRunDuration.Set(s.Finished.Sub(s.Started).Seconds())
+	}
+}
+
+// natsReady is the readiness check: ready while connected to NATS.
+func natsReady(conn *natsx.Conn) func() error {
+	return func() error {
+		if !conn.NC.IsConnected() {
+			return fmt.Errorf("NATS %s", conn.NC.Status())
+		}
+		return nil
+	}
 }

@@ -40,10 +40,12 @@ type NATS struct {
 	EmbeddedListen string `env:"NATS_EMBEDDED_LISTEN, default=127.0.0.1:4222"`
 }
 
-// Log is the logging setup.
+// Log is the logging and monitoring setup.
 type Log struct {
 	Format string `env:"LOG_FORMAT, default=json"`
 	Level  string `env:"LOG_LEVEL, default=info"`
+	// HTTPAddr serves /metrics, /healthz and /readyz; empty disables it.
+	HTTPAddr string `env:"HTTP_ADDR, default=:8080"`
 }
 
 // Producer is the producer's configuration.
