@@ -66,9 +66,9 @@ func runReplay(ctx context.Context, args []string, lookup func(string) (string, 
 	}
 	rep, err := replay.FromDLQ(ctx, conn.JS, replay.Filter{BoxID: *boxID, Reason: *reason, DryRun: *dry}, stdout)
 	if *dry {
-		fmt.Fprintf(stdout, "%d dead letters match; %d would move, %d stay (not replayable)\n", rep.Matching, rep.Matching-rep.Refused, rep.Refused)
+		fmt.Fprintf(stdout, "dead letters matching: %d; %d would move, %d stay (not replayable)\n", rep.Matching, rep.Matching-rep.Refused, rep.Refused)
 	} else {
-		fmt.Fprintf(stdout, "%d dead letters match; moved %d to %s, %d stay (not replayable)\n", rep.Matching, rep.Moved, natsx.WorkStream, rep.Refused)
+		fmt.Fprintf(stdout, "dead letters matching: %d; moved %d to %s, %d stay (not replayable)\n", rep.Matching, rep.Moved, natsx.WorkStream, rep.Refused)
 	}
 	return err
 }
