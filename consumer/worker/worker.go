@@ -64,6 +64,7 @@ type Worker struct {
 	// workers holding a box while it is open wake as soon as it half-opens.
 	mu             sync.Mutex
 	breakerChanged chan struct{}
+	dlq            *dlqIndex
 }
 
 // New builds a Worker. api is the Sytex client; the Worker wraps it in the
@@ -72,7 +73,7 @@ func New(js jetstream.JetStream, cons jetstream.Consumer, api sytexAPI, up upser
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	w := &Worker{js: js, cons: cons, opt: o, log: o.Log, breakerChanged: make(chan struct{})}
+	w := &Worker{js: js, cons: cons, opt: o, log: o.Log, breakerChanged: make(chan struct{}), dlq: &dlqIndex{js: js}}
 	bs := o.Breaker
 	user := bs.OnStateChange
 	bs.OnStateChange = func(from, to gobreaker.State) {
@@ -130,6 +131,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	// upsert in progress at SIGTERM can finish and be acked.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
+	go w.dlq.run(ctx, 30*time.Second)
 	go func() {
 		<-ctx.Done()
 		it.Drain()
@@ -216,6 +218,7 @@ func (w *Worker) handle(stop, work context.Context, m jetstream.Msg) {
 			log.Warn("ack failed; the box will be redelivered and found unchanged", "err", aerr)
 		}
 		log.Debug("box synced", "outcome", res.Outcome, "sytex_id", res.ElementID)
+		w.dlq.clear(work, b.ID)
 		w.emit(Event{Box: b, Result: res, Attempts: attempts})
 	case errors.As(err, new(permanentError)):
 		w.deadLetter(work, m, meta, b, deadletter.KindRejected, "internal error while upserting (a bug: report it with this letter)", err, attempts)

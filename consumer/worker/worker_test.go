@@ -252,3 +252,22 @@ func TestTransientFailureRetriedThenDeadLetteredAfterMaxAttempts(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+func TestSuccessClearsTheBoxsStaleDeadLetter(t *testing.T) {
+	r := newRig(t, Options{})
+	b := testBox(1, "CTO-FIXED")
+	body, _ := b.Encode()
+	// A letter from an earlier failure of this box.
+	if err := deadletter.Publish(context.Background(), r.js, body, deadletter.Letter{Kind: deadletter.KindRejected, Source: deadletter.SourceConsumer, BoxID: b.ID, Reason: "old"}); err != nil {
+		t.Fatal(err)
+	}
+	r.worker.dlq.refresh(context.Background())
+	publishBox(t, r.js, b)
+	idle(t, r.js, 10*time.Second)
+	if len(r.sy.ElementsByName("CTO-FIXED")) != 1 {
+		t.Fatal("box not synced")
+	}
+	if ls := letters(t, r.js); len(ls) != 0 {
+		t.Fatalf("stale letter still in the DLQ after the box synced: %+v", ls)
+	}
+}
