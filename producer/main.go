@@ -114,7 +114,13 @@ func (p *producer) syncOnce(ctx context.Context, runID string) error {
 		p.metrics.LastSuccess.Set(float64(s.Finished.Unix()))
 	}
 	p.log.Info("sync finished", "run_id", runID, "report", s)
-	if rerr := p.record(context.WithoutCancel(ctx), s); rerr != nil {
+	if ctx.Err() != nil {
+		// Stopped (SIGTERM, lost lock): leave no report, so another
+		// replica or the catch-up at the next start runs it again.
+		p.log.Warn("sync interrupted; not recorded, it will be run again", "run_id", runID)
+		return err
+	}
+	if rerr := p.record(ctx, s); rerr != nil {
 		p.log.Warn("could not record run report", "run_id", runID, "err", rerr)
 	}
 	return err

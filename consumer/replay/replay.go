@@ -81,7 +81,7 @@ func FromDLQ(ctx context.Context, js jetstream.JetStream, f Filter, out io.Write
 	for _, it := range items {
 		rep.Matching++
 		l := it.l
-		if !l.Kind.Replayable() {
+		if !l.Kind.Replayable() || !box.ValidID(l.BoxID) {
 			rep.Refused++
 			fmt.Fprintf(out, "left   box %s (%s): %s — not replayable: only an edit in OZmap cures it; the next sync picks it up\n", orDash(l.BoxID), l.Kind, l.Reason)
 			continue

@@ -260,7 +260,13 @@ func (w *Worker) upsertHolding(stop, work context.Context, m jetstream.Msg, b bo
 		changed := w.breakerChanged
 		w.mu.Unlock()
 		res, err = w.up.Upsert(work, b)
-		if !errors.Is(err, gobreaker.ErrOpenState) && !errors.Is(err, gobreaker.ErrTooManyRequests) {
+		refused := errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests)
+		// A Sytex fault while the breaker is (now) open or half-open is an
+		// outage, not this box's problem: a failed probe, or the failure
+		// that tripped the breaker. Keep the box instead of naking it, so
+		// an outage of any length burns no attempts.
+		outage := err != nil && SytexFault(err) && w.cb.State() != gobreaker.StateClosed
+		if !refused && !outage {
 			return res, err
 		}
 		// Wait for the breaker to change state, or for its open period to
@@ -274,8 +280,19 @@ func (w *Worker) upsertHolding(stop, work context.Context, m jetstream.Msg, b bo
 		case <-t.C:
 		}
 		t.Stop()
+		// Half-open: probe Sytex with a harmless search rather than with
+		// this box, so a box Sytex fails on (a 500 for its data) is told
+		// apart from an outage: once the probe closes the breaker, the
+		// box's own failure counts as one of its attempts.
+		if w.cb.State() == gobreaker.StateHalfOpen {
+			_, _ = w.up.Sytex.FindByName(work, probeName)
+		}
 	}
 }
+
+// probeName is what the half-open probe searches for: any name works, the
+// answer only has to be a valid page.
+const probeName = "ozmap-sytex-sync-health-probe"
 
 // permanentError marks an internal failure that no retry can cure.
 type permanentError struct{ error }

@@ -253,7 +253,27 @@ func (r *Runner) demote(ctx context.Context, pub *publisher, loserID string, win
 	return deadletter.Publish(ctx, r.JS, body, l)
 }
 
+// withdraw takes a box that must not reach Sytex off the work stream: a
+// version from an earlier run would otherwise still be there for a replay
+// of that run (or for a consumer that has not reached it yet).
+func (r *Runner) withdraw(ctx context.Context, id string) error {
+	if !box.ValidID(id) {
+		return nil
+	}
+	stream, err := r.JS.Stream(ctx, natsx.WorkStream)
+	if err != nil {
+		return err
+	}
+	if err := stream.Purge(ctx, jetstream.WithPurgeSubject(box.Subject(natsx.WorkSubject, id))); err != nil {
+		return fmt.Errorf("take box %s off the work stream: %w", id, err)
+	}
+	return nil
+}
+
 func (r *Runner) deadLetterDuplicate(ctx context.Context, b box.Box, winnerID string) error {
+	if err := r.withdraw(ctx, b.ID); err != nil {
+		return err
+	}
 	body, _ := b.Encode()
 	l := deadletter.Letter{
 		Kind: deadletter.KindDuplicateName, Source: deadletter.SourceProducer,
@@ -264,6 +284,9 @@ func (r *Runner) deadLetterDuplicate(ctx context.Context, b box.Box, winnerID st
 }
 
 func (r *Runner) deadLetterRow(ctx context.Context, runID, id, name string, raw []byte, cause error) error {
+	if err := r.withdraw(ctx, id); err != nil {
+		return err
+	}
 	l := deadletter.Letter{
 		Kind: deadletter.KindInvalidRow, Source: deadletter.SourceProducer,
 		Reason: "OZmap row cannot be synced: " + strings.ReplaceAll(cause.Error(), "\n", "; ") + " (fix the box in OZmap; the next sync picks it up)",
@@ -350,7 +373,10 @@ func (p *publisher) publish(b box.Box) error {
 		return fmt.Errorf("encode box %s: %w", b.ID, err)
 	}
 	msg := &nats.Msg{Subject: box.Subject(natsx.WorkSubject, b.ID), Data: data}
-	f, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(b.MsgID()), jetstream.WithExpectStream(natsx.WorkStream))
+	// A long stall wait: when max-pending publishes are in flight (a
+	// leader election, a slow disk), wait for acks instead of failing.
+	f, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(b.MsgID()), jetstream.WithExpectStream(natsx.WorkStream),
+		jetstream.WithStallWait(30*time.Second))
 	if err != nil {
 		return fmt.Errorf("publish box %s: %w", b.ID, err)
 	}

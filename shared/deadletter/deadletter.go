@@ -66,10 +66,10 @@ const (
 // an edit in OZmap cures them.
 func (k Kind) Replayable() bool {
 	switch k {
-	case KindInvalidRow, KindDuplicateName, KindUndecodable:
-		return false
+	case KindRejected, KindExhausted, KindUnmappedType:
+		return true
 	}
-	return true
+	return false // producer kinds, undecodable messages, and anything unknown
 }
 
 // Letter is what is known about one failure.
@@ -173,7 +173,12 @@ func Publish(ctx context.Context, js jetstream.JetStream, body []byte, l Letter)
 		// keeps a prefix for inspection.
 		body = body[:box.MaxMessageBytes]
 	}
-	msg := &nats.Msg{Subject: Subject(l.BoxID, body), Header: l.Headers(), Data: body}
+	subject := Subject(l.BoxID, body)
+	if l.Kind == KindUndecodable {
+		// Garbage on a box's subject must not replace that box's real letter.
+		subject = Subject("", append([]byte(l.Subject+"\x00"), body...))
+	}
+	msg := &nats.Msg{Subject: subject, Header: l.Headers(), Data: body}
 	if _, err := js.PublishMsg(ctx, msg, jetstream.WithExpectStream(natsx.DLQStream)); err != nil {
 		return fmt.Errorf("publish dead letter for box %q: %w", clean(l.BoxID), err)
 	}

@@ -36,6 +36,11 @@ type Topology struct {
 	Duplicates    time.Duration // dedup window; see DefaultDuplicates
 	AckWait       time.Duration // consumer ack wait
 	MaxAckPending int           // consumer-wide cap of unacked messages across every replica
+	// OwnsConsumer is true for the consumer program only: it creates or
+	// updates sytex-upsert with its settings. The producer and `consumer
+	// replay` only create it when it is missing, so they never reset the
+	// consumers' CONSUMER_ACK_WAIT to a default.
+	OwnsConsumer bool
 }
 
 // DefaultDuplicates is the work stream's dedup window. It covers a rerun of
@@ -118,8 +123,17 @@ func EnsureTopology(ctx context.Context, js jetstream.JetStream, t Topology) err
 	if _, err := js.CreateOrUpdateStream(ctx, t.DLQStreamConfig()); err != nil {
 		return fmt.Errorf("create or update stream %s: %w", DLQStream, err)
 	}
-	if _, err := js.CreateOrUpdateConsumer(ctx, WorkStream, t.UpsertConsumerConfig()); err != nil {
-		return fmt.Errorf("create or update consumer %s on %s: %w", UpsertConsumer, WorkStream, err)
+	if t.OwnsConsumer {
+		if _, err := js.CreateOrUpdateConsumer(ctx, WorkStream, t.UpsertConsumerConfig()); err != nil {
+			return fmt.Errorf("create or update consumer %s on %s: %w", UpsertConsumer, WorkStream, err)
+		}
+		return nil
+	}
+	if _, err := js.Consumer(ctx, WorkStream, UpsertConsumer); err == nil {
+		return nil
+	}
+	if _, err := js.CreateConsumer(ctx, WorkStream, t.UpsertConsumerConfig()); err != nil && !errors.Is(err, jetstream.ErrConsumerExists) {
+		return fmt.Errorf("create consumer %s on %s: %w", UpsertConsumer, WorkStream, err)
 	}
 	return nil
 }

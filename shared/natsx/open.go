@@ -23,6 +23,8 @@ type Conn struct {
 }
 
 // TopologyFrom turns the configuration into stream and consumer settings.
+// ackWait is the consumer program's CONSUMER_ACK_WAIT; the other programs
+// pass 0 and leave an existing consumer as it is.
 func TopologyFrom(c config.NATS, ackWait time.Duration) Topology {
 	t := DefaultTopology()
 	t.Replicas = c.Replicas
@@ -30,6 +32,7 @@ func TopologyFrom(c config.NATS, ackWait time.Duration) Topology {
 	t.DLQMaxAge = c.DLQMaxAge
 	if ackWait > 0 {
 		t.AckWait = ackWait
+		t.OwnsConsumer = true
 	}
 	return t
 }
