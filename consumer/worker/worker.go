@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -266,6 +267,15 @@ func (w *Worker) upsertHolding(stop, work context.Context, m jetstream.Msg, b bo
 		// that tripped the breaker. Keep the box instead of naking it, so
 		// an outage of any length burns no attempts.
 		outage := err != nil && SytexFault(err) && w.cb.State() != gobreaker.StateClosed
+		// 429: the rate gate already holds every worker for Retry-After;
+		// try again through it rather than spend one of the box's attempts.
+		var ae *sytex.APIError
+		if errors.As(err, &ae) && ae.Status == http.StatusTooManyRequests && !outage {
+			if stop.Err() != nil {
+				return res, context.Canceled
+			}
+			continue
+		}
 		if !refused && !outage {
 			return res, err
 		}

@@ -271,3 +271,18 @@ func TestSuccessClearsTheBoxsStaleDeadLetter(t *testing.T) {
 		t.Fatalf("stale letter still in the DLQ after the box synced: %+v", ls)
 	}
 }
+
+func TestRateLimitedRunCompletesWithoutDeadLetters(t *testing.T) {
+	r := newRig(t, Options{MaxAttempts: 2})
+	r.sy.FailNext(http.StatusTooManyRequests, 6) // Retry-After: 1
+	for i := range 5 {
+		publishBox(t, r.js, testBox(i, fmt.Sprintf("CTO-RL-%d", i)))
+	}
+	idle(t, r.js, 20*time.Second)
+	if n := len(letters(t, r.js)); n != 0 {
+		t.Fatalf("%d dead letters after a 429 burst", n)
+	}
+	if n := len(r.sy.Elements()); n != 5 {
+		t.Fatalf("Sytex has %d elements, want 5", n)
+	}
+}
