@@ -100,12 +100,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 			}
 		},
 	})
-	if err := telemetry.Serve(ctx, cfg.Log.HTTPAddr, metrics, func() error {
-		if !conn.NC.IsConnected() {
-			return fmt.Errorf("NATS %s", conn.NC.Status())
-		}
-		return nil
-	}, log); err != nil {
+	if err := telemetry.Serve(ctx, cfg.Log.HTTPAddr, metrics, conn.Ready, log); err != nil {
 		return err
 	}
 	go sampleBacklog(ctx, conn, metrics)

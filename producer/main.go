@@ -83,7 +83,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	if *once {
 		return p.syncOnce(ctx, syncrun.ManualRunID(time.Now()))
 	}
-	if err := telemetry.Serve(ctx, cfg.Log.HTTPAddr, metrics, natsReady(conn), log); err != nil {
+	if err := telemetry.Serve(ctx, cfg.Log.HTTPAddr, metrics, conn.Ready, log); err != nil {
 		return err
 	}
 	p.restoreLastSuccess(ctx)
@@ -162,15 +162,5 @@ func (p *producer) restoreLastSuccess(ctx context.Context) {
 	if json.Unmarshal(e.Value(), &s) == nil && s.Err == "" {
 		p.metrics.LastSuccess.Set(float64(s.Finished.Unix()))
 		p.metrics.LastRunDuration.Set(s.Finished.Sub(s.Started).Seconds())
-	}
-}
-
-// natsReady is the readiness check: ready while connected to NATS.
-func natsReady(conn *natsx.Conn) func() error {
-	return func() error {
-		if !conn.NC.IsConnected() {
-			return fmt.Errorf("NATS %s", conn.NC.Status())
-		}
-		return nil
 	}
 }

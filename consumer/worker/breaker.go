@@ -10,15 +10,9 @@ import (
 
 	"github.com/sony/gobreaker/v2"
 
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/consumer/upsert"
 	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/sytex"
 )
-
-// sytexAPI is the subset of *sytex.Client the upsert uses.
-type sytexAPI interface {
-	FindByName(ctx context.Context, name string) ([]sytex.Element, error)
-	Create(ctx context.Context, r sytex.CreateRequest) (sytex.Element, error)
-	Update(ctx context.Context, id int64, p sytex.Patch) (sytex.Element, error)
-}
 
 // BreakerSettings configure the breaker.
 type BreakerSettings struct {
@@ -65,7 +59,7 @@ func newBreaker(s BreakerSettings, log *slog.Logger) *gobreaker.CircuitBreaker[a
 // about the box itself is the box's fault and counts as a success for the
 // breaker; a call cut short by our own shutdown is not counted at all.
 type guarded struct {
-	api  sytexAPI
+	api  upsert.Sytex
 	cb   *gobreaker.CircuitBreaker[any]
 	gate *rateGate
 }

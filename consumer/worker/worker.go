@@ -70,7 +70,7 @@ type Worker struct {
 
 // New builds a Worker. api is the Sytex client; the Worker wraps it in the
 // breaker and rate gate and hands the wrapped client to the upserter.
-func New(js jetstream.JetStream, cons jetstream.Consumer, api sytexAPI, up upsert.Upserter, o Options) *Worker {
+func New(js jetstream.JetStream, cons jetstream.Consumer, api upsert.Sytex, up upsert.Upserter, o Options) *Worker {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}

@@ -97,6 +97,14 @@ func ensureWithRetry(ctx context.Context, js jetstream.JetStream, topo Topology,
 	}
 }
 
+// Ready is the readiness check: ready while connected to NATS.
+func (c *Conn) Ready() error {
+	if !c.NC.IsConnected() {
+		return fmt.Errorf("NATS %s", c.NC.Status())
+	}
+	return nil
+}
+
 // Close drains the connection (flushing acks and publishes) and stops the
 // embedded server.
 func (c *Conn) Close() {
