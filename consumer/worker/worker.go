@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sony/gobreaker/v2"
 
@@ -66,6 +67,7 @@ type Worker struct {
 	mu             sync.Mutex
 	breakerChanged chan struct{}
 	dlq            *dlqIndex
+	stream         jetstream.Stream // the work stream, for the superseded check
 }
 
 // New builds a Worker. api is the Sytex client; the Worker wraps it in the
@@ -121,21 +123,27 @@ func (w *Worker) pauseOrResume(to gobreaker.State) {
 // Run pulls and processes boxes until ctx is cancelled, then stops pulling,
 // lets in-flight upserts finish (up to ShutdownTimeout), hands back what it
 // could not finish, and returns nil.
+//
+// Each worker pulls one message when it is free, instead of sharing a
+// prefetch buffer: a buffered message is already "delivered" and its AckWait
+// runs while it waits (nats.go issue 1929). While the workers hold boxes
+// through a Sytex outage, a buffer would expire and JetStream would hand the
+// same box to another replica to upsert concurrently — two creates, two
+// elements. With no buffer, every box this process has is one a worker is
+// heartbeating.
 func (w *Worker) Run(ctx context.Context) error {
-	// Keep the client-side buffer small: a buffered message is already
-	// "delivered" and its AckWait is running (nats.go issue 1929).
-	it, err := w.cons.Messages(jetstream.PullMaxMessages(w.opt.Concurrency), jetstream.PullExpiry(10*time.Second))
-	if err != nil {
-		return fmt.Errorf("pull from %s/%s: %w", natsx.WorkStream, natsx.UpsertConsumer, err)
-	}
 	// Upserts run under work, which outlives ctx by ShutdownTimeout so an
 	// upsert in progress at SIGTERM can finish and be acked.
+	stream, err := w.js.Stream(ctx, natsx.WorkStream)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", natsx.WorkStream, err)
+	}
+	w.stream = stream
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 	go w.dlq.run(ctx, 30*time.Second)
 	go func() {
 		<-ctx.Done()
-		it.Drain()
 		t := time.NewTimer(w.opt.ShutdownTimeout)
 		defer t.Stop()
 		select {
@@ -145,48 +153,44 @@ func (w *Worker) Run(ctx context.Context) error {
 		case <-work.Done():
 		}
 	}()
-
-	msgs := make(chan jetstream.Msg)
 	var wg sync.WaitGroup
 	for range w.opt.Concurrency {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for m := range msgs {
-				w.handle(ctx, work, m)
-			}
+			w.pullLoop(ctx, work)
 		}()
 	}
-	for {
-		m, err := it.Next()
-		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				break
-			}
-			if ctx.Err() == nil {
-				w.log.Warn("pull interrupted; continuing", "err", err)
-			}
-			select {
-			case <-time.After(250 * time.Millisecond):
-			case <-work.Done():
-			}
-			if work.Err() != nil {
-				break
-			}
-			continue
-		}
-		if ctx.Err() != nil {
-			// Buffered but not started: hand it straight back to
-			// another replica instead of letting its AckWait run out.
-			_ = m.Nak()
-			continue
-		}
-		msgs <- m
-	}
-	close(msgs)
 	wg.Wait()
 	cancelWork()
 	return nil
+}
+
+// pullWait is how long one pull request waits on the server for a message.
+// The server expires it, so no message is ever delivered to a worker that
+// has stopped listening.
+const pullWait = 2 * time.Second
+
+func (w *Worker) pullLoop(stop, work context.Context) {
+	for stop.Err() == nil {
+		m, err := w.cons.Next(jetstream.FetchMaxWait(pullWait))
+		if err != nil {
+			if !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) && stop.Err() == nil {
+				w.log.Warn("pull interrupted; continuing", "err", err)
+				select {
+				case <-time.After(250*time.Millisecond + jitter(250*time.Millisecond)):
+				case <-stop.Done():
+				}
+			}
+			continue
+		}
+		if stop.Err() != nil {
+			// Arrived as we stopped: hand it straight to another replica.
+			_ = m.Nak()
+			return
+		}
+		w.handle(stop, work, m)
+	}
 }
 
 // handle processes one message: decode, upsert (holding the message while
@@ -205,6 +209,11 @@ func (w *Worker) handle(stop, work context.Context, m jetstream.Msg) {
 		w.deadLetter(work, m, meta, box.Box{ID: subjectBoxID(m.Subject())}, deadletter.KindUndecodable, "message is not a valid box message: "+err.Error(), err, attempts)
 		return
 	}
+	if m.Subject() != box.Subject(natsx.WorkSubject, b.ID) {
+		w.deadLetter(work, m, meta, b, deadletter.KindUndecodable,
+			fmt.Sprintf("message for box %s arrived on subject %s; box messages go on %s", b.ID, m.Subject(), box.Subject(natsx.WorkSubject, b.ID)), nil, attempts)
+		return
+	}
 	log := w.log.With("run_id", b.RunID, "box_id", b.ID)
 
 	stopBeat := w.heartbeat(work, m)
@@ -212,6 +221,11 @@ func (w *Worker) handle(stop, work context.Context, m jetstream.Msg) {
 	stopBeat()
 
 	switch {
+	case errors.Is(err, errSuperseded):
+		// A newer version of the box (or its withdrawal by the producer)
+		// is on the stream; that is what Sytex must get, not this one.
+		log.Debug("box superseded on the stream; skipped")
+		_ = m.Ack()
 	case err == nil:
 		if aerr := m.DoubleAck(work); aerr != nil {
 			// The write happened; if the ack was lost the box is redelivered
@@ -260,6 +274,9 @@ func (w *Worker) upsertHolding(stop, work context.Context, m jetstream.Msg, b bo
 		w.mu.Lock()
 		changed := w.breakerChanged
 		w.mu.Unlock()
+		if w.superseded(work, m) {
+			return res, errSuperseded
+		}
 		res, err = w.up.Upsert(work, b)
 		refused := errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests)
 		// A Sytex fault while the breaker is (now) open or half-open is an
@@ -298,6 +315,27 @@ func (w *Worker) upsertHolding(stop, work context.Context, m jetstream.Msg, b bo
 			_, _ = w.up.Sytex.FindByName(work, probeName)
 		}
 	}
+}
+
+// errSuperseded says the message is no longer the box's latest version.
+var errSuperseded = errors.New("superseded by a newer version on the stream")
+
+// superseded reports whether the work stream no longer holds this message as
+// its box's latest version: the producer published a newer one (the stream
+// keeps one message per box) or withdrew the box (a losing duplicate name,
+// an invalid row). Writing it would put stale or forbidden data in Sytex,
+// possibly concurrently with the newer version. A direct get costs one local
+// round trip; if it fails for another reason the box is processed.
+func (w *Worker) superseded(ctx context.Context, m jetstream.Msg) bool {
+	meta, err := m.Metadata()
+	if err != nil || w.stream == nil {
+		return false
+	}
+	last, err := w.stream.GetLastMsgForSubject(ctx, m.Subject())
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return true
+	}
+	return err == nil && last.Sequence != meta.Sequence.Stream
 }
 
 // probeName is what the half-open probe searches for: any name works, the

@@ -286,3 +286,37 @@ func TestRateLimitedRunCompletesWithoutDeadLetters(t *testing.T) {
 		t.Fatalf("Sytex has %d elements, want 5", n)
 	}
 }
+
+func TestOlderVersionHeldThroughAnOutageIsNotWritten(t *testing.T) {
+	r := newRig(t, Options{})
+	r.sy.SetOutage(true)
+	v1 := testBox(1, "CTO-V")
+	publishBox(t, r.js, v1)
+	// Wait until the outage opened the breaker: v1 is now held in a
+	// worker's hand, not waiting on a nak delay.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		if r.worker.BreakerState() == gobreaker.StateOpen {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("v1 never delivered")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	v2 := v1
+	v2.Latitude, v2.UpdatedAt = -20.123456, v1.UpdatedAt.Add(time.Minute)
+	publishBox(t, r.js, v2)
+	time.Sleep(500 * time.Millisecond)
+	r.sy.SetOutage(false)
+	idle(t, r.js, 20*time.Second)
+	got := r.sy.ElementsByName("CTO-V")
+	if len(got) != 1 || got[0].Latitude != -20.123456 {
+		t.Fatalf("Sytex has %+v; want exactly one element with v2's latitude", got)
+	}
+	if c := r.sy.Counts(); c.Create != 1 || c.Update != 0 {
+		t.Fatalf("Sytex writes %+v; want one create of v2 only", c)
+	}
+}
