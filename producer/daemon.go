@@ -82,22 +82,32 @@ func (d *daemon) holdAndRun(ctx context.Context, runID string, rev uint64) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(natsx.LockTTL / 3)
+		// Refresh well within the TTL, and ride out a NATS reconnect: give
+		// the run up only when another replica holds the key, or when our
+		// last refresh is so old the key may have expired.
+		t := time.NewTicker(natsx.LockTTL / 6)
 		defer t.Stop()
+		last := time.Now()
 		for {
 			select {
 			case <-runCtx.Done():
 				return
 			case <-t.C:
 				r, err := d.lock.Update(runCtx, natsx.LockKey, []byte(d.owner+" "+runID), rev)
-				if err != nil {
-					if runCtx.Err() == nil {
-						d.log.Error("lost the sync lock; stopping this run (another replica will take over)", "run_id", runID, "err", err)
-						cancel()
-					}
+				if err == nil {
+					rev, last = r, time.Now()
+					continue
+				}
+				if runCtx.Err() != nil {
 					return
 				}
-				rev = r
+				if !lockTaken(err) && time.Since(last) < natsx.LockTTL*2/3 {
+					d.log.Warn("could not refresh the sync lock; retrying", "run_id", runID, "err", err)
+					continue
+				}
+				d.log.Error("lost the sync lock; stopping this run (another replica will take over)", "run_id", runID, "err", err)
+				cancel()
+				return
 			}
 		}
 	}()
@@ -111,4 +121,12 @@ func (d *daemon) holdAndRun(ctx context.Context, runID string, rev uint64) {
 	if err := d.lock.Delete(dctx, natsx.LockKey, jetstream.LastRevision(rev)); err != nil {
 		d.log.Warn("could not release the sync lock (it expires by itself)", "err", err)
 	}
+}
+
+// lockTaken reports whether a lock update failed because the key changed
+// under us: another replica holds the sync now.
+func lockTaken(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }

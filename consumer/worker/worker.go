@@ -169,7 +169,7 @@ func (w *Worker) Run(ctx context.Context) error {
 // pullWait is how long one pull request waits on the server for a message.
 // The server expires it, so no message is ever delivered to a worker that
 // has stopped listening.
-const pullWait = 2 * time.Second
+const pullWait = time.Second
 
 func (w *Worker) pullLoop(stop, work context.Context) {
 	for stop.Err() == nil {

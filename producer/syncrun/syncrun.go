@@ -220,7 +220,7 @@ func (r *Runner) run(ctx context.Context, log *slog.Logger, s *Summary) error {
 		return err
 	}
 	s.Published, s.Unchanged = pub.counts()
-	n, err := clearStaleProducerLetters(ctx, r.JS, s.RunID)
+	n, err := clearStaleProducerLetters(ctx, r.JS, s.RunID, s.Started)
 	if err != nil {
 		log.Warn("could not clear stale producer dead letters", "err", err)
 	}
@@ -444,14 +444,18 @@ func (p *publisher) stop() {
 // runs. A complete run re-examines every eligible box and writes a fresh
 // letter for each that is still bad, so an older producer letter is about a
 // box that has since been fixed, deleted, or put back "In project".
-func clearStaleProducerLetters(ctx context.Context, js jetstream.JetStream, runID string) (int, error) {
+//
+// Only letters written before this run started are removed: a run going on
+// at the same time (a manual -once beside the scheduled one) may have just
+// replaced this run's letter for a box that is still bad.
+func clearStaleProducerLetters(ctx context.Context, js jetstream.JetStream, runID string, started time.Time) (int, error) {
 	stream, err := js.Stream(ctx, natsx.DLQStream)
 	if err != nil {
 		return 0, err
 	}
 	var stale []uint64
 	err = deadletter.Scan(ctx, js, func(seq uint64, l deadletter.Letter, _ []byte) bool {
-		if l.Source == deadletter.SourceProducer && l.RunID != runID {
+		if l.Source == deadletter.SourceProducer && l.RunID != runID && l.Time.Before(started) {
 			stale = append(stale, seq)
 		}
 		return true

@@ -134,7 +134,7 @@ func (l Letter) Headers() nats.Header {
 	if t.IsZero() {
 		t = time.Now()
 	}
-	set(HeaderTime, t.UTC().Format(time.RFC3339))
+	set(HeaderTime, t.UTC().Format(time.RFC3339Nano))
 	set(HeaderBoxID, l.BoxID)
 	set(HeaderBoxName, l.BoxName)
 	set(HeaderRunID, l.RunID)
@@ -146,7 +146,7 @@ func (l Letter) Headers() nats.Header {
 func FromHeaders(h nats.Header) Letter {
 	atoi := func(s string) int { n, _ := strconv.Atoi(s); return n }
 	seq, _ := strconv.ParseUint(h.Get(HeaderStreamSeq), 10, 64)
-	t, _ := time.Parse(time.RFC3339, h.Get(HeaderTime))
+	t, _ := time.Parse(time.RFC3339Nano, h.Get(HeaderTime))
 	return Letter{
 		Kind:       Kind(h.Get(HeaderKind)),
 		Source:     Source(h.Get(HeaderSource)),
