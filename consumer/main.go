@@ -6,21 +6,25 @@ package main
 import (
 	"context"
 	"flag"
-	"strconv"
-	"time"
-
 	"fmt"
-	"github.com/sony/gobreaker/v2"
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
+	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/consumer/outcomes"
 	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/consumer/upsert"
 	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/consumer/worker"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/boxstatus"
 	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/config"
 	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/httpx"
 	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/natsx"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/runreport"
 	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/sytex"
 	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/telemetry"
 )
@@ -73,22 +77,32 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	if err != nil {
 		return err
 	}
-	conn, err := natsx.Open(ctx, cfg.NATS, "ozmap-sytex-consumer", natsx.TopologyFrom(cfg.NATS, cfg.AckWait), log)
+	conn, err := natsx.Open(ctx, cfg.NATS, "ozmap-sytex-consumer", natsx.TopologyFrom(cfg.NATS, cfg.AckWait), log,
+		jetstream.WithPublishAsyncTimeout(30*time.Second))
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
+	runs, err := runreport.Open(ctx, conn.JS, cfg.NATS.Replicas)
+	if err != nil {
+		return err
+	}
+	if _, err := boxstatus.Open(ctx, conn.JS, cfg.NATS.Replicas); err != nil {
+		return err
+	}
+	rec := &outcomes.Recorder{Status: boxstatus.NewWriter(conn.JS, log), Runs: runs, DryRun: cfg.DryRun, Log: log}
 	cons, err := conn.JS.Consumer(ctx, natsx.WorkStream, natsx.UpsertConsumer)
 	if err != nil {
 		return fmt.Errorf("open consumer %s: %w", natsx.UpsertConsumer, err)
 	}
-	w := worker.New(conn.JS, cons, api, upsert.Upserter{NETypes: cfg.NETypes(), NETypeDefault: cfg.NETypeDefault}, worker.Options{
+	w := worker.New(conn.JS, cons, api, upsert.Upserter{NETypes: cfg.NETypes(), NETypeDefault: cfg.NETypeDefault, DryRun: cfg.DryRun}, worker.Options{
 		Concurrency: cfg.Concurrency, MaxAttempts: cfg.MaxAttempts,
 		RetryBase: cfg.RetryBase, RetryMax: cfg.RetryMax, AckWait: cfg.AckWait,
 		ShutdownTimeout: cfg.ShutdownTimeout, PauseReplicas: true, Log: log,
 		Breaker: worker.BreakerSettings{Failures: cfg.BreakerFails, OpenTimeout: cfg.BreakerOpenFor,
 			OnStateChange: func(_, to gobreaker.State) { metrics.BreakerState.Set(float64(to)) }},
 		OnEvent: func(e worker.Event) {
+			rec.Record(e)
 			switch {
 			case e.Kind != "":
 				metrics.Upserts.WithLabelValues("dead_lettered").Inc()
@@ -104,13 +118,25 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		return err
 	}
 	go sampleBacklog(ctx, conn, metrics)
-	log.Info("consumer started", "concurrency", cfg.Concurrency, "stream", natsx.WorkStream, "consumer", natsx.UpsertConsumer)
-	if err := w.Run(ctx); err != nil {
+	go rec.Run(ctx, reportEvery)
+	if cfg.DryRun {
+		log.Warn("CONSUMER_DRY_RUN is on: computing outcomes, writing nothing to Sytex")
+	}
+	log.Info("consumer started", "concurrency", cfg.Concurrency, "stream", natsx.WorkStream, "consumer", natsx.UpsertConsumer, "dry_run", cfg.DryRun)
+	err = w.Run(ctx)
+	// Record the last counts and statuses before the connection closes.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	rec.Flush(fctx)
+	cancel()
+	if err != nil {
 		return err
 	}
 	log.Info("consumer stopped")
 	return nil
 }
+
+// reportEvery is how often a consumer merges its counts into the run reports.
+const reportEvery = 5 * time.Second
 
 // sampleBacklog exports the JetStream backlog and the DLQ size every 15 s.
 func sampleBacklog(ctx context.Context, conn *natsx.Conn, m *telemetry.Metrics) {

@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -19,10 +18,12 @@ import (
 
 	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/producer/schedule"
 	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/producer/syncrun"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/boxstatus"
 	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/config"
 	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/httpx"
 	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/natsx"
 	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/ozmap"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/runreport"
 	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/telemetry"
 )
 
@@ -71,13 +72,16 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		return err
 	}
 	defer conn.Close()
-	runs, err := natsx.Runs(ctx, conn.JS, cfg.NATS.Replicas)
+	runs, err := runreport.Open(ctx, conn.JS, cfg.NATS.Replicas)
 	if err != nil {
+		return err
+	}
+	if _, err := boxstatus.Open(ctx, conn.JS, cfg.NATS.Replicas); err != nil {
 		return err
 	}
 	metrics := telemetry.NewMetrics()
 	p := &producer{
-		runner: &syncrun.Runner{OZmap: oz, JS: conn.JS, Log: log},
+		runner: &syncrun.Runner{OZmap: oz, JS: conn.JS, Log: log, Status: boxstatus.NewWriter(conn.JS, log)},
 		runs:   runs, log: log, stdout: stdout, metrics: metrics,
 	}
 	if *once {
@@ -97,7 +101,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 
 type producer struct {
 	runner  *syncrun.Runner
-	runs    jetstream.KeyValue
+	runs    *runreport.Store
 	log     *slog.Logger
 	stdout  io.Writer
 	metrics *telemetry.Metrics
@@ -120,24 +124,11 @@ func (p *producer) syncOnce(ctx context.Context, runID string) error {
 		p.log.Warn("sync interrupted; not recorded, it will be run again", "run_id", runID)
 		return err
 	}
-	if rerr := p.record(ctx, s); rerr != nil {
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, rerr := p.runs.RecordRun(rctx, s); rerr != nil {
 		p.log.Warn("could not record run report", "run_id", runID, "err", rerr)
 	}
-	return err
-}
-
-// record keeps the report under its run id and as "last".
-func (p *producer) record(ctx context.Context, s syncrun.Summary) error {
-	data, err := json.Marshal(s)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if _, err := p.runs.Put(ctx, "run."+s.RunID, data); err != nil {
-		return err
-	}
-	_, err = p.runs.Put(ctx, "last", data)
 	return err
 }
 
@@ -147,19 +138,15 @@ func (p *producer) record(ctx context.Context, s syncrun.Summary) error {
 // report and the alerts, and the next scheduled run tries again. A run whose
 // holder died leaves no report, and another replica takes it over.
 func (p *producer) reported(ctx context.Context, runID string) bool {
-	_, err := p.runs.Get(ctx, "run."+runID)
-	return err == nil
+	r, err := p.runs.Get(ctx, runID)
+	return err == nil && r.Ended()
 }
 
 // restoreLastSuccess sets the last-success metric from the run reports, so a
 // restarted producer does not look as if it never synced.
 func (p *producer) restoreLastSuccess(ctx context.Context) {
-	e, err := p.runs.Get(ctx, "last")
-	if err != nil {
-		return
-	}
-	var s syncrun.Summary
-	if json.Unmarshal(e.Value(), &s) == nil && s.Err == "" {
+	s, err := p.runs.Last(ctx)
+	if err == nil && s.Ended() && s.Err == "" {
 		p.metrics.LastSuccess.Set(float64(s.Finished.Unix()))
 		p.metrics.LastRunDuration.Set(s.Finished.Sub(s.Started).Seconds())
 	}

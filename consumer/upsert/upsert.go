@@ -20,6 +20,9 @@ const (
 	Created   Outcome = "created"
 	Updated   Outcome = "updated"
 	Unchanged Outcome = "unchanged"
+	// With DryRun: what the upsert would have done, with nothing written.
+	WouldCreate Outcome = "would-create"
+	WouldUpdate Outcome = "would-update"
 )
 
 // Result is an upsert's outcome and the element it concerned.
@@ -47,7 +50,8 @@ type Upserter struct {
 	Sytex         Sytex
 	NETypes       map[string]int64 // OZmap box-type code → Sytex ne_type id
 	NETypeDefault int64            // for a missing or unmapped type; 0 = none
-	// DryRun computes the outcome without writing to Sytex.
+	// DryRun computes the outcome without writing to Sytex: searches run,
+	// creates and updates are reported as WouldCreate and WouldUpdate.
 	DryRun bool
 }
 
@@ -81,7 +85,7 @@ func (u *Upserter) Upsert(ctx context.Context, b box.Box) (Result, error) {
 	want := sytex.Coordinates{Latitude: b.Latitude, Longitude: b.Longitude}
 	if len(found) == 0 {
 		if u.DryRun {
-			return Result{Outcome: Created}, nil
+			return Result{Outcome: WouldCreate}, nil
 		}
 		e, err := u.Sytex.Create(ctx, sytex.CreateRequest{
 			Name: b.Name, Code: b.Name, NETypeID: neType, Latitude: b.Latitude, Longitude: b.Longitude,
@@ -110,10 +114,11 @@ func (u *Upserter) Upsert(ctx context.Context, b box.Box) (Result, error) {
 	if len(changed) == 0 {
 		return Result{Outcome: Unchanged, ElementID: e.ID}, nil
 	}
-	if !u.DryRun {
-		if _, err := u.Sytex.Update(ctx, e.ID, p); err != nil {
-			return Result{}, err
-		}
+	if u.DryRun {
+		return Result{Outcome: WouldUpdate, ElementID: e.ID, Changed: changed}, nil
+	}
+	if _, err := u.Sytex.Update(ctx, e.ID, p); err != nil {
+		return Result{}, err
 	}
 	return Result{Outcome: Updated, ElementID: e.ID, Changed: changed}, nil
 }

@@ -102,10 +102,10 @@ func TestDryRunWritesNothing(t *testing.T) {
 	u, sy := newUpserter(t)
 	u.DryRun = true
 	sy.Seed(sytextest.Element{Name: "CTO-2", Code: "CTO-2", NEType: 322, Latitude: -1, Longitude: -1, HasCoords: true})
-	if r, err := u.Upsert(context.Background(), b("CTO-2", "CTO", -27, -48)); err != nil || r.Outcome != Updated {
+	if r, err := u.Upsert(context.Background(), b("CTO-2", "CTO", -27, -48)); err != nil || r.Outcome != WouldUpdate || len(r.Changed) != 2 {
 		t.Fatalf("%+v, %v", r, err)
 	}
-	if r, err := u.Upsert(context.Background(), b("CTO-3", "CTO", -27, -48)); err != nil || r.Outcome != Created {
+	if r, err := u.Upsert(context.Background(), b("CTO-3", "CTO", -27, -48)); err != nil || r.Outcome != WouldCreate {
 		t.Fatalf("%+v, %v", r, err)
 	}
 	if c := sy.Counts(); c.Create+c.Update != 0 || len(sy.Elements()) != 1 {

@@ -33,6 +33,7 @@ type Event struct {
 	Result   upsert.Result
 	Err      error
 	Kind     deadletter.Kind // set when dead-lettered
+	Reason   string          // the dead letter's reason
 	Retried  bool            // handed back for a later attempt
 	Attempts int
 }
@@ -419,7 +420,7 @@ func (w *Worker) deadLetter(ctx context.Context, m jetstream.Msg, meta *jetstrea
 		w.log.Warn("terminate after dead-lettering failed (the letter is stored)", "box_id", b.ID, "err", err)
 	}
 	w.log.Warn("box dead-lettered", "box_id", b.ID, "run_id", b.RunID, "kind", kind, "reason", reason, "error", l.ErrorText)
-	w.emit(Event{Box: b, Err: cause, Kind: kind, Attempts: attempts})
+	w.emit(Event{Box: b, Err: cause, Kind: kind, Reason: reason, Attempts: attempts})
 }
 
 func (w *Worker) emit(e Event) {

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"iter"
 	"log/slog"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -22,9 +21,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/box"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/boxstatus"
 	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/deadletter"
 	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/natsx"
 	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/ozmap"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/runreport"
 )
 
 // Skip reasons, as they appear in the summary.
@@ -46,45 +47,15 @@ type Runner struct {
 	JS    jetstream.JetStream // created with WithPublishAsyncMaxPending
 	Log   *slog.Logger
 	Now   func() time.Time
+	// Status, when set, records each box the producer dead-letters as the
+	// box's status.
+	Status *boxstatus.Writer
 	// ProgressEvery is how often a long run logs its progress (0: 15s).
 	ProgressEvery time.Duration
 }
 
-// Summary is what one run did.
-type Summary struct {
-	RunID      string         `json:"run_id"`
-	Started    time.Time      `json:"started"`
-	Finished   time.Time      `json:"finished"`
-	Read       int            `json:"read"`       // rows OZmap returned
-	Eligible   int            `json:"eligible"`   // implanted boxes
-	Published  int            `json:"published"`  // new messages stored on the work stream
-	Unchanged  int            `json:"unchanged"`  // already on the stream with the same content (dedup window)
-	Skipped    map[string]int `json:"skipped"`    // by reason
-	Duplicates int            `json:"duplicates"` // names shared by more than one eligible box
-	Cleared    int            `json:"cleared"`    // stale producer dead letters removed (their boxes are fine now)
-	Err        string         `json:"error,omitempty"`
-}
-
-// String is the one-line summary the producer prints.
-func (s Summary) String() string {
-	keys := make([]string, 0, len(s.Skipped))
-	for k := range s.Skipped {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var skipped []string
-	total := 0
-	for _, k := range keys {
-		skipped = append(skipped, fmt.Sprintf("%s=%d", k, s.Skipped[k]))
-		total += s.Skipped[k]
-	}
-	detail := ""
-	if len(skipped) > 0 {
-		detail = " (" + strings.Join(skipped, ", ") + ")"
-	}
-	return fmt.Sprintf("run %s: read %d boxes, %d eligible, %d published, %d already queued unchanged, %d skipped%s in %s",
-		s.RunID, s.Read, s.Eligible, s.Published, s.Unchanged, total, detail, s.Finished.Sub(s.Started).Round(time.Millisecond))
-}
+// Summary is what one run did: the producer's part of the run report.
+type Summary = runreport.Summary
 
 // nameKey is a fixed-size key for a box name. The winner index keeps one
 // entry per distinct name, so its size matters at a million boxes: 16 bytes of
@@ -225,6 +196,11 @@ func (r *Runner) run(ctx context.Context, log *slog.Logger, s *Summary) error {
 		log.Warn("could not clear stale producer dead letters", "err", err)
 	}
 	s.Cleared = n
+	if r.Status != nil {
+		if err := r.Status.Flush(ctx); err != nil {
+			log.Warn("box statuses of dead-lettered rows not all recorded", "err", err)
+		}
+	}
 	return nil
 }
 
@@ -250,7 +226,7 @@ func (r *Runner) demote(ctx context.Context, pub *publisher, loserID string, win
 		Reason: fmt.Sprintf("name %q is also used by OZmap box %s, which was synced instead (latest updatedAt, then highest id wins); rename one of them in OZmap", winnerBox.Name, winnerBox.ID),
 		BoxID:  loserID, BoxName: winnerBox.Name, RunID: winnerBox.RunID, WinnerID: winnerBox.ID,
 	}
-	return deadletter.Publish(ctx, r.JS, body, l)
+	return r.letter(ctx, body, l)
 }
 
 // withdraw takes a box that must not reach Sytex off the work stream: a
@@ -280,7 +256,7 @@ func (r *Runner) deadLetterDuplicate(ctx context.Context, b box.Box, winnerID st
 		Reason: fmt.Sprintf("name %q is also used by OZmap box %s, which was synced instead (latest updatedAt, then highest id wins); rename one of them in OZmap", b.Name, winnerID),
 		BoxID:  b.ID, BoxName: b.Name, RunID: b.RunID, WinnerID: winnerID,
 	}
-	return deadletter.Publish(ctx, r.JS, body, l)
+	return r.letter(ctx, body, l)
 }
 
 func (r *Runner) deadLetterRow(ctx context.Context, runID, id, name string, raw []byte, cause error) error {
@@ -292,7 +268,20 @@ func (r *Runner) deadLetterRow(ctx context.Context, runID, id, name string, raw 
 		Reason: "OZmap row cannot be synced: " + strings.ReplaceAll(cause.Error(), "\n", "; ") + " (fix the box in OZmap; the next sync picks it up)",
 		BoxID:  id, BoxName: name, RunID: runID,
 	}
-	return deadletter.Publish(ctx, r.JS, raw, l)
+	return r.letter(ctx, raw, l)
+}
+
+// letter dead-letters a box the producer will not send, and records it as
+// the box's status.
+func (r *Runner) letter(ctx context.Context, body []byte, l deadletter.Letter) error {
+	if err := deadletter.Publish(ctx, r.JS, body, l); err != nil {
+		return err
+	}
+	if r.Status != nil {
+		r.Status.Put(boxstatus.Status{BoxID: l.BoxID, Name: l.BoxName, RunID: l.RunID,
+			Outcome: boxstatus.Failed, DeadLetter: string(l.Kind), Error: l.Reason})
+	}
+	return nil
 }
 
 func (r *Runner) progress(ctx context.Context, log *slog.Logger, s *Summary, pub *publisher) func() {

@@ -59,15 +59,22 @@ type Producer struct {
 	OZmapTimeout     time.Duration `env:"OZMAP_TIMEOUT, default=60s"`
 	OZmapMaxAttempts int           `env:"OZMAP_MAX_ATTEMPTS, default=6"`
 	OZmapCAFile      string        `env:"OZMAP_CA_FILE"`
+	// OZmapProjects limits the sync to these OZmap projects (comma-separated
+	// ids); empty syncs every project the API key can see.
+	OZmapProjects string `env:"OZMAP_PROJECT_IDS"`
 
 	Schedule   string        `env:"SYNC_SCHEDULE, default=0 21 * * *"`
 	TimeZone   string        `env:"SYNC_TIMEZONE, default=America/Sao_Paulo"`
 	Catchup    time.Duration `env:"SYNC_CATCHUP, default=6h"`
 	MaxPending int           `env:"PRODUCER_MAX_PENDING, default=1024"`
 
-	location *time.Location
-	schedule cron.Schedule
+	location   *time.Location
+	schedule   cron.Schedule
+	projectIDs []string
 }
+
+// ProjectIDs is OZMAP_PROJECT_IDS parsed; nil means every project.
+func (c *Producer) ProjectIDs() []string { return c.projectIDs }
 
 // Location is SYNC_TIMEZONE, loaded.
 func (c *Producer) Location() *time.Location { return c.location }
@@ -97,6 +104,9 @@ type Consumer struct {
 	RetryBase       time.Duration `env:"CONSUMER_RETRY_BASE, default=2s"`
 	RetryMax        time.Duration `env:"CONSUMER_RETRY_MAX, default=5m"`
 	ShutdownTimeout time.Duration `env:"CONSUMER_SHUTDOWN_TIMEOUT, default=25s"`
+	// DryRun computes every box's outcome and records it (run report, box
+	// status) without writing to Sytex: for a first rollout.
+	DryRun bool `env:"CONSUMER_DRY_RUN, default=false"`
 
 	neTypes map[string]int64
 }
@@ -128,6 +138,8 @@ func LoadProducer(ctx context.Context, lookup func(string) (string, bool)) (*Pro
 	if c.schedule, err = ParseSchedule(c.Schedule); err != nil {
 		errs = append(errs, err)
 	}
+	c.projectIDs, err = ParseProjectIDs(c.OZmapProjects)
+	errs = append(errs, err)
 	if c.Catchup < 0 {
 		errs = append(errs, fmt.Errorf("SYNC_CATCHUP: %s must not be negative (e.g. 6h, or 0 to disable)", c.Catchup))
 	}
@@ -135,6 +147,39 @@ func LoadProducer(ctx context.Context, lookup func(string) (string, bool)) (*Pro
 		return nil, err
 	}
 	return &c, nil
+}
+
+// ParseProjectIDs parses OZMAP_PROJECT_IDS: OZmap project ids (24 hex
+// characters, as in the project's URL), separated by commas.
+func ParseProjectIDs(s string) ([]string, error) {
+	var ids []string
+	seen := map[string]bool{}
+	for _, f := range strings.Split(s, ",") {
+		id := strings.TrimSpace(f)
+		if id == "" {
+			continue
+		}
+		if !objectIDRe.MatchString(id) {
+			return nil, fmt.Errorf("OZMAP_PROJECT_IDS: %q is not an OZmap project id (24 hex characters, e.g. 5d9f3ff9200141000647f814); separate several with commas", truncate(id, 40))
+		}
+		if !seen[strings.ToLower(id)] {
+			seen[strings.ToLower(id)] = true
+			ids = append(ids, id)
+		}
+	}
+	if strings.TrimSpace(s) != "" && len(ids) == 0 {
+		return nil, fmt.Errorf("OZMAP_PROJECT_IDS: %q lists no project id; unset it to sync every project", truncate(s, 40))
+	}
+	return ids, nil
+}
+
+var objectIDRe = regexp.MustCompile(`^[0-9a-fA-F]{24}$`)
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 // ParseSchedule parses a standard 5-field cron expression (minute hour

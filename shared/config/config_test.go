@@ -56,6 +56,9 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		{name: "org not a number", consumer: true, set: map[string]string{"SYTEX_ORGANIZATION_ID": "acme"}, want: "SYTEX_ORGANIZATION_ID"},
 		{name: "missing token", consumer: true, unset: "SYTEX_TOKEN", want: "SYTEX_TOKEN: required"},
 		{name: "ack wait too short", consumer: true, set: map[string]string{"CONSUMER_ACK_WAIT": "10s"}, want: "CONSUMER_ACK_WAIT"},
+		{name: "project id not hex", set: map[string]string{"OZMAP_PROJECT_IDS": "5d9f3ff9200141000647f814,north"}, want: `OZMAP_PROJECT_IDS: "north" is not an OZmap project id`},
+		{name: "project ids only commas", set: map[string]string{"OZMAP_PROJECT_IDS": " , "}, want: "OZMAP_PROJECT_IDS: \" , \" lists no project id"},
+		{name: "dry run not a bool", consumer: true, set: map[string]string{"CONSUMER_DRY_RUN": "maybe"}, want: "CONSUMER_DRY_RUN"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -92,5 +95,26 @@ func TestNETypeMap(t *testing.T) {
 		if _, err := ParseNETypeMap(bad); err == nil {
 			t.Errorf("%q: want an error", bad)
 		}
+	}
+}
+
+func TestProjectIDsAndDryRun(t *testing.T) {
+	env := producerEnv()
+	env["OZMAP_PROJECT_IDS"] = " 5d9f3ff9200141000647f814, 5D9F3FF9200141000647F815 ,5d9f3ff9200141000647f814"
+	p, err := LoadProducer(context.Background(), lookup(env))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(p.ProjectIDs(), ","); got != "5d9f3ff9200141000647f814,5D9F3FF9200141000647F815" {
+		t.Fatalf("project ids: %q", got)
+	}
+	if p, err := LoadProducer(context.Background(), lookup(producerEnv())); err != nil || p.ProjectIDs() != nil {
+		t.Fatalf("unset OZMAP_PROJECT_IDS must mean every project: %v, %v", p.ProjectIDs(), err)
+	}
+	cenv := consumerEnv()
+	cenv["CONSUMER_DRY_RUN"] = "true"
+	c, err := LoadConsumer(context.Background(), lookup(cenv))
+	if err != nil || !c.DryRun {
+		t.Fatalf("CONSUMER_DRY_RUN=true: %+v, %v", c, err)
 	}
 }

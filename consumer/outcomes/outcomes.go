@@ -1,0 +1,169 @@
+// Package outcomes records what the consumer did with each box where an
+// operator looks for it: the box's last outcome in OZMAP_SYNC_BOXES, and
+// per-run counts merged into the run's report in OZMAP_SYNC_RUNS.
+//
+// Counts are kept in memory per run and merged into the report every few
+// seconds and at shutdown, so a report costs one write per replica per
+// interval, not one per box. A replica killed with SIGKILL loses at most one
+// interval of counts; each box's own status is written as it happens.
+package outcomes
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/consumer/upsert"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/consumer/worker"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/boxstatus"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/runreport"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/sytex"
+)
+
+// maxRuns bounds the runs with counts waiting to be merged (replays of old
+// runs can mix several); beyond it, counts for new runs are dropped with a
+// warning rather than grow memory while the bucket is unreachable.
+const maxRuns = 1000
+
+// Recorder turns worker events into box statuses and run counts.
+type Recorder struct {
+	Status *boxstatus.Writer
+	Runs   *runreport.Store
+	DryRun bool
+	Log    *slog.Logger
+
+	mu      sync.Mutex
+	pending map[string]runreport.Synced
+}
+
+// Record is a worker.Options.OnEvent: it must not block.
+func (r *Recorder) Record(e worker.Event) {
+	now := time.Now().UTC()
+	st := boxstatus.Status{BoxID: e.Box.ID, Name: e.Box.Name, RunID: e.Box.RunID, At: now,
+		Attempts: e.Attempts, DryRun: r.DryRun, SytexID: e.Result.ElementID, Changed: e.Result.Changed}
+	var d runreport.Synced
+	switch {
+	case e.Kind != "":
+		st.Outcome, st.DeadLetter, st.Error = boxstatus.Failed, string(e.Kind), errorText(e)
+		d.DeadLettered = 1
+	case e.Retried:
+		st.Outcome, st.Error = boxstatus.Retrying, errorText(e)
+		d.Retries = 1
+	default:
+		switch e.Result.Outcome {
+		case upsert.Created:
+			st.Outcome, d.Created = boxstatus.Created, 1
+		case upsert.Updated:
+			st.Outcome, d.Updated = boxstatus.Updated, 1
+		case upsert.Unchanged:
+			st.Outcome, d.Unchanged = boxstatus.Unchanged, 1
+		case upsert.WouldCreate:
+			st.Outcome, d.WouldCreate = boxstatus.WouldCreate, 1
+		case upsert.WouldUpdate:
+			st.Outcome, d.WouldUpdate = boxstatus.WouldUpdate, 1
+		default:
+			return
+		}
+	}
+	if r.Status != nil {
+		r.Status.Put(st)
+	}
+	if r.Runs == nil || !runreport.ValidRunID(e.Box.RunID) {
+		return
+	}
+	d.Last = now
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pending == nil {
+		r.pending = map[string]runreport.Synced{}
+	}
+	cur, ok := r.pending[e.Box.RunID]
+	if !ok && len(r.pending) >= maxRuns {
+		r.log().Warn("too many runs with unrecorded counts; dropping counts for this one", "run_id", e.Box.RunID)
+		return
+	}
+	cur.Add(d)
+	r.pending[e.Box.RunID] = cur
+}
+
+func errorText(e worker.Event) string {
+	text := e.Reason
+	var ae *sytex.APIError
+	switch {
+	case errors.As(e.Err, &ae):
+		text = joinText(text, ae.Error())
+	case e.Err != nil:
+		text = joinText(text, e.Err.Error())
+	}
+	return text
+}
+
+func joinText(a, b string) string {
+	if a == "" || a == b {
+		return b
+	}
+	return a + ": " + b
+}
+
+func (r *Recorder) log() *slog.Logger {
+	if r.Log == nil {
+		return slog.Default()
+	}
+	return r.Log
+}
+
+// Run merges counts into the run reports every interval until ctx ends.
+func (r *Recorder) Run(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			r.Flush(ctx)
+		}
+	}
+}
+
+// Flush merges the counts gathered so far into the run reports and waits for
+// the box statuses in flight. Counts it could not merge are kept for the
+// next flush.
+func (r *Recorder) Flush(ctx context.Context) {
+	if r.Status != nil {
+		if err := r.Status.Flush(ctx); err != nil {
+			r.log().Warn("box statuses not all recorded", "err", err)
+		}
+	}
+	if r.Runs == nil {
+		return
+	}
+	r.mu.Lock()
+	batch := r.pending
+	r.pending = nil
+	r.mu.Unlock()
+	for runID, d := range batch {
+		err := r.Runs.AddSynced(ctx, runID, d)
+		if errors.Is(err, runreport.ErrLastStale) {
+			r.log().Warn("run counts recorded; the \"last\" report lags until the next update", "run_id", runID, "err", err)
+			continue
+		}
+		if err != nil {
+			r.log().Warn("could not add counts to the run report; will retry", "run_id", runID, "err", err)
+			r.mu.Lock()
+			if r.pending == nil {
+				r.pending = map[string]runreport.Synced{}
+			}
+			cur := r.pending[runID]
+			cur.Add(d)
+			r.pending[runID] = cur
+			r.mu.Unlock()
+			continue
+		}
+		r.log().Info("run counts recorded", "run_id", runID, "created", d.Created, "updated", d.Updated,
+			"unchanged", d.Unchanged, "dead_lettered", d.DeadLettered, "would_create", d.WouldCreate,
+			"would_update", d.WouldUpdate, "retries", d.Retries)
+	}
+}

@@ -1,0 +1,305 @@
+// Package runreport keeps one report per sync run in the JetStream KV bucket
+// OZMAP_SYNC_RUNS: what the producer read and published (written when its
+// run ends) and what the consumers did with the run's boxes (merged in as
+// they work). `nats kv get OZMAP_SYNC_RUNS last` shows the latest run,
+// `nats kv get OZMAP_SYNC_RUNS run.<id>` any kept run.
+//
+// Several processes write one report: the producer once, every consumer
+// replica every few seconds. Every write is a compare-and-set on the key's
+// revision, retried on conflict, so no count is lost or doubled. "last" is a
+// copy of the newest run's report carrying the revision it was copied from;
+// a copy never replaces a newer one.
+package runreport
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/natsx"
+)
+
+// Summary is the producer's part of a run report.
+type Summary struct {
+	RunID      string         `json:"run_id"`
+	Started    time.Time      `json:"started"`
+	Finished   time.Time      `json:"finished"`
+	Read       int            `json:"read"`       // rows OZmap returned
+	Eligible   int            `json:"eligible"`   // implanted boxes
+	Published  int            `json:"published"`  // new messages stored on the work stream
+	Unchanged  int            `json:"unchanged"`  // already on the stream with the same content (dedup window)
+	Skipped    map[string]int `json:"skipped"`    // by reason
+	Duplicates int            `json:"duplicates"` // names shared by more than one eligible box
+	Cleared    int            `json:"cleared"`    // stale producer dead letters removed (their boxes are fine now)
+	Err        string         `json:"error,omitempty"`
+}
+
+// String is the one-line summary the producer prints.
+func (s Summary) String() string {
+	keys := make([]string, 0, len(s.Skipped))
+	for k := range s.Skipped {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var skipped []string
+	total := 0
+	for _, k := range keys {
+		skipped = append(skipped, fmt.Sprintf("%s=%d", k, s.Skipped[k]))
+		total += s.Skipped[k]
+	}
+	detail := ""
+	if len(skipped) > 0 {
+		detail = " (" + strings.Join(skipped, ", ") + ")"
+	}
+	return fmt.Sprintf("run %s: read %d boxes, %d eligible, %d published, %d already queued unchanged, %d skipped%s in %s",
+		s.RunID, s.Read, s.Eligible, s.Published, s.Unchanged, total, detail, s.Finished.Sub(s.Started).Round(time.Millisecond))
+}
+
+// Synced counts what the consumers did with a run's boxes. In a dry run
+// (CONSUMER_DRY_RUN) creates and updates are counted as would-be.
+type Synced struct {
+	Created      int       `json:"created"`
+	Updated      int       `json:"updated"`
+	Unchanged    int       `json:"unchanged"`
+	DeadLettered int       `json:"dead_lettered"`
+	WouldCreate  int       `json:"would_create,omitempty"`
+	WouldUpdate  int       `json:"would_update,omitempty"`
+	Retries      int       `json:"retries"` // transient failures handed back for a later attempt
+	Last         time.Time `json:"last,omitempty"`
+}
+
+// Add adds d's counts to s and keeps the later Last.
+func (s *Synced) Add(d Synced) {
+	s.Created += d.Created
+	s.Updated += d.Updated
+	s.Unchanged += d.Unchanged
+	s.DeadLettered += d.DeadLettered
+	s.WouldCreate += d.WouldCreate
+	s.WouldUpdate += d.WouldUpdate
+	s.Retries += d.Retries
+	if d.Last.After(s.Last) {
+		s.Last = d.Last
+	}
+}
+
+// Done is the number of the run's boxes the consumers finished with.
+func (s Synced) Done() int {
+	return s.Created + s.Updated + s.Unchanged + s.DeadLettered + s.WouldCreate + s.WouldUpdate
+}
+
+// IsZero reports whether nothing was counted.
+func (s Synced) IsZero() bool { return s == Synced{} }
+
+// Report is one run's report as stored.
+type Report struct {
+	Summary
+	Synced Synced `json:"synced"`
+	// Revision of run.<id> this report was copied from (in "last" only).
+	Revision uint64 `json:"revision,omitempty"`
+}
+
+// Ended reports whether the producer finished the run (successfully or
+// not). Consumers may start a report before that.
+func (r Report) Ended() bool { return !r.Finished.IsZero() }
+
+// LastKey is the key holding a copy of the newest run's report.
+const LastKey = "last"
+
+// Key is the key of a run's report.
+func Key(runID string) string { return "run." + runID }
+
+// Store reads and writes run reports.
+type Store struct{ kv jetstream.KeyValue }
+
+// Open opens (creating if needed) the OZMAP_SYNC_RUNS bucket.
+func Open(ctx context.Context, js jetstream.JetStream, replicas int) (*Store, error) {
+	kv, err := natsx.Runs(ctx, js, replicas)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{kv: kv}, nil
+}
+
+// ValidRunID reports whether id can be a key token: what RunIDFor and
+// ManualRunID make. A box message from the stream is hostile input; its run
+// id is checked before it names a key.
+func ValidRunID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// Get returns a run's report.
+func (s *Store) Get(ctx context.Context, runID string) (Report, error) {
+	r, _, err := s.get(ctx, Key(runID))
+	return r, err
+}
+
+// Last returns the newest run's report.
+func (s *Store) Last(ctx context.Context) (Report, error) {
+	r, _, err := s.get(ctx, LastKey)
+	return r, err
+}
+
+// ErrNotFound is returned for a run with no report.
+var ErrNotFound = errors.New("no such run report")
+
+func (s *Store) get(ctx context.Context, key string) (Report, uint64, error) {
+	e, err := s.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Report{}, 0, ErrNotFound
+	}
+	if err != nil {
+		return Report{}, 0, fmt.Errorf("read %s %s: %w", natsx.RunsBucket, key, err)
+	}
+	var r Report
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		return Report{}, e.Revision(), fmt.Errorf("%s %s holds %d bytes that are not a run report: %w", natsx.RunsBucket, key, len(e.Value()), err)
+	}
+	return r, e.Revision(), nil
+}
+
+// maxConflicts bounds compare-and-set retries; each conflict means another
+// writer made progress, so this is only reached under absurd contention.
+const maxConflicts = 50
+
+// update applies change to key's report with compare-and-set, creating it
+// when missing, and returns the stored report and its revision.
+func (s *Store) update(ctx context.Context, key string, change func(*Report)) (Report, uint64, error) {
+	for range maxConflicts {
+		cur, rev, err := s.get(ctx, key)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			rev = 0
+		case err != nil && rev == 0:
+			return Report{}, 0, err
+		case err != nil:
+			// Unreadable value: replace it rather than wedge the key.
+			cur = Report{}
+		}
+		change(&cur)
+		data, err := json.Marshal(cur)
+		if err != nil {
+			return Report{}, 0, err
+		}
+		var nrev uint64
+		if rev == 0 {
+			nrev, err = s.kv.Create(ctx, key, data)
+		} else {
+			nrev, err = s.kv.Update(ctx, key, data, rev)
+		}
+		if isConflict(err) {
+			continue
+		}
+		if err != nil {
+			return Report{}, 0, fmt.Errorf("write %s %s: %w", natsx.RunsBucket, key, err)
+		}
+		return cur, nrev, nil
+	}
+	return Report{}, 0, fmt.Errorf("write %s %s: too many concurrent writers", natsx.RunsBucket, key)
+}
+
+func isConflict(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrKeyExists) ||
+		errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}
+
+// RecordRun stores the producer's summary in the run's report (keeping what
+// the consumers already counted) and makes it the "last" report.
+func (s *Store) RecordRun(ctx context.Context, sum Summary) (Report, error) {
+	if !ValidRunID(sum.RunID) {
+		return Report{}, fmt.Errorf("run id %q cannot be a report key", sum.RunID)
+	}
+	_, _, err := s.update(ctx, Key(sum.RunID), func(r *Report) { r.Summary = sum })
+	if err != nil {
+		return Report{}, err
+	}
+	return s.copyToLast(ctx, sum.RunID, true)
+}
+
+// AddSynced adds consumer counts to a run's report.
+func (s *Store) AddSynced(ctx context.Context, runID string, d Synced) error {
+	if !ValidRunID(runID) {
+		return fmt.Errorf("run id %q cannot be a report key", runID)
+	}
+	if d.IsZero() {
+		return nil
+	}
+	_, _, err := s.update(ctx, Key(runID), func(r *Report) {
+		r.RunID = runID
+		r.Synced.Add(d)
+	})
+	if err != nil {
+		return err
+	}
+	if _, err := s.copyToLast(ctx, runID, false); err != nil {
+		return fmt.Errorf("%w: %w", ErrLastStale, err)
+	}
+	return nil
+}
+
+// ErrLastStale says the counts were added to the run's report but "last"
+// could not be brought up to date; adding them again would count twice.
+var ErrLastStale = errors.New("counts recorded in the run report, but not copied to \"last\"")
+
+// copyToLast copies run.<id> to "last": always when the producer records the
+// run (newest), and for consumer updates only while "last" is that run. A
+// copy never replaces one taken from a newer revision, and the producer
+// copies again until run.<id> stops changing under it, so "last" ends equal
+// to the run's final report whichever writer comes last.
+func (s *Store) copyToLast(ctx context.Context, runID string, producer bool) (Report, error) {
+	for range maxConflicts {
+		run, runRev, err := s.get(ctx, Key(runID))
+		if err != nil {
+			return Report{}, err
+		}
+		last, lastRev, err := s.get(ctx, LastKey)
+		exists := err == nil || lastRev != 0
+		if err != nil && !errors.Is(err, ErrNotFound) && lastRev == 0 {
+			return Report{}, err
+		}
+		same := exists && last.RunID == runID
+		if same && last.Revision >= runRev || !same && !producer {
+			return run, nil // up to date, or "last" is another run
+		}
+		run.Revision = runRev
+		data, err := json.Marshal(run)
+		if err != nil {
+			return Report{}, err
+		}
+		if !exists {
+			_, err = s.kv.Create(ctx, LastKey, data)
+		} else {
+			_, err = s.kv.Update(ctx, LastKey, data, lastRev)
+		}
+		if isConflict(err) {
+			continue
+		}
+		if err != nil {
+			return Report{}, fmt.Errorf("write %s %s: %w", natsx.RunsBucket, LastKey, err)
+		}
+		if !producer {
+			return run, nil
+		}
+		// The producer loops: a consumer may have written run.<id> after
+		// the read above but checked "last" before this copy made it the
+		// run's; the next pass picks its counts up.
+		if _, nowRev, err := s.get(ctx, Key(runID)); err == nil && nowRev == runRev {
+			return run, nil
+		}
+	}
+	return Report{}, fmt.Errorf("write %s %s: too many concurrent writers", natsx.RunsBucket, LastKey)
+}

@@ -1,0 +1,120 @@
+package runreport
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/natsx"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/natsx/natstest"
+)
+
+// Consumers merge counts while the producer records its summary: every count
+// lands once in run.<id>, and "last" ends equal to it, whoever wrote last.
+func TestConcurrentWritersLoseNothing(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	js := natstest.Start(t, natsx.Topology{})
+	store, err := Open(ctx, js, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An older run is "last" to begin with; its counts must not move.
+	old := Summary{RunID: "20261201T210000Z", Started: time.Now().Add(-time.Hour), Finished: time.Now().Add(-time.Hour)}
+	if _, err := store.RecordRun(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+
+	const runID = "20261202T210000Z"
+	const writers, each = 6, 15
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				d := Synced{Created: 1, Unchanged: 2, DeadLettered: i % 2, Last: time.Now()}
+				if w == 0 {
+					d = Synced{Updated: 3, Last: time.Now()}
+				}
+				if err := store.AddSynced(ctx, runID, d); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	sum := Summary{RunID: runID, Started: time.Now(), Read: 100, Eligible: 90, Published: 90, Skipped: map[string]int{"invalid": 2}}
+	time.Sleep(5 * time.Millisecond)
+	sum.Finished = time.Now()
+	if _, err := store.RecordRun(ctx, sum); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+
+	run, err := store.Get(ctx, runID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Synced{Created: (writers - 1) * each, Unchanged: 2 * (writers - 1) * each, Updated: 3 * each,
+		DeadLettered: (writers - 1) * (each / 2)}
+	got := run.Synced
+	got.Last = time.Time{}
+	if got != want {
+		t.Fatalf("run.%s counts = %+v, want %+v", runID, got, want)
+	}
+	if !run.Ended() || run.Read != 100 || run.Skipped["invalid"] != 2 {
+		t.Fatalf("producer summary lost: %+v", run.Summary)
+	}
+	last, err := store.Last(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last.Revision = 0
+	if last.RunID != runID || last.Synced != run.Synced || last.Read != run.Read {
+		t.Fatalf("last = %+v\nwant a copy of %+v", last, run)
+	}
+	if o, err := store.Get(ctx, old.RunID); err != nil || !o.Synced.IsZero() {
+		t.Fatalf("older run changed: %+v, %v", o, err)
+	}
+}
+
+// Counts for an earlier run (a replay) go to that run, not to "last".
+func TestCountsForAnOlderRunLeaveLastAlone(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js := natstest.Start(t, natsx.Topology{})
+	store, err := Open(ctx, js, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"20261201T210000Z", "20261202T210000Z"} {
+		if _, err := store.RecordRun(ctx, Summary{RunID: id, Started: time.Now(), Finished: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := store.AddSynced(ctx, "20261201T210000Z", Synced{Created: 4}); err != nil {
+		t.Fatal(err)
+	}
+	last, _ := store.Last(ctx)
+	if last.RunID != "20261202T210000Z" || !last.Synced.IsZero() {
+		t.Fatalf("last = %+v", last)
+	}
+	if r, _ := store.Get(ctx, "20261201T210000Z"); r.Synced.Created != 4 {
+		t.Fatalf("old run = %+v", r)
+	}
+	// Consumer counts for a run the producer has not finished do not make
+	// it look ended (another replica would take it for done).
+	if err := store.AddSynced(ctx, "20261203T210000Z", Synced{Created: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := store.Get(ctx, "20261203T210000Z"); err != nil || r.Ended() {
+		t.Fatalf("running run = %+v, %v", r, err)
+	}
+	for _, bad := range []string{"", "a.b", "run>", "x y"} {
+		if err := store.AddSynced(ctx, bad, Synced{Created: 1}); err == nil {
+			t.Errorf("run id %q accepted as a key", bad)
+		}
+	}
+}
