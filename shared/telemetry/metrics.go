@@ -26,6 +26,7 @@ type Metrics struct {
 	DeadLetters     *prometheus.CounterVec // kind
 	BreakerState    prometheus.Gauge
 	SytexRequests   *prometheus.HistogramVec // route, method, status
+	OZmapRequests   *prometheus.HistogramVec // route, method, status
 }
 
 // NewMetrics registers the series.
@@ -43,8 +44,10 @@ func NewMetrics() *Metrics {
 		BreakerState:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "ozmap_sync_breaker_state", Help: "Sytex circuit breaker: 0 closed, 1 half-open, 2 open."}),
 		SytexRequests: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ozmap_sync_sytex_request_duration_seconds", Help: "Sytex requests.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12)}, []string{"route", "method", "status"}),
+		OZmapRequests: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ozmap_sync_ozmap_request_duration_seconds", Help: "OZmap requests (status 0: no answer).",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12)}, []string{"route", "method", "status"}),
 	}
-	for _, c := range []prometheus.Collector{m.BoxesPublished, m.LastSuccess, m.LastRunDuration, m.Upserts, m.DeadLetters, m.BreakerState, m.SytexRequests} {
+	for _, c := range []prometheus.Collector{m.BoxesPublished, m.LastSuccess, m.LastRunDuration, m.Upserts, m.DeadLetters, m.BreakerState, m.SytexRequests, m.OZmapRequests} {
 		f(c)
 	}
 	return m
