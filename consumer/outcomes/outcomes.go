@@ -35,7 +35,7 @@ type Recorder struct {
 	Log    *slog.Logger
 
 	mu      sync.Mutex
-	pending map[string]runreport.Synced
+	pending map[string]runreport.Synced // by run id
 }
 
 // Record is a worker.Options.OnEvent: it must not block.
@@ -145,7 +145,7 @@ func (r *Recorder) Flush(ctx context.Context) {
 	r.pending = nil
 	r.mu.Unlock()
 	for runID, d := range batch {
-		err := r.Runs.AddSynced(ctx, runID, d)
+		err := r.Runs.AddSynced(ctx, runID, d, r.DryRun)
 		if errors.Is(err, runreport.ErrLastStale) {
 			r.log().Warn("run counts recorded; the \"last\" report lags until the next update", "run_id", runID, "err", err)
 			continue

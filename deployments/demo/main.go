@@ -1,8 +1,9 @@
 // Command demo runs the whole pipeline on this machine with nothing but Go:
 // an embedded JetStream server, the OZmap and Sytex simulators seeded with a
 // realistic night (some boxes "In project", some already in Sytex, some
-// changed, a few bad rows), `producer -once`, and two consumers. It prints
-// what happened and exits 0 only if Sytex ends exactly as it should.
+// changed, a few bad rows), `producer -once`, and two consumers: first in dry
+// run, then for real, then a second sync. It prints what happened and exits 0
+// only if Sytex ends exactly as it should.
 package main
 
 import (
@@ -10,12 +11,14 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/rehearsal"
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/runreport"
 	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/scenario"
 )
 
@@ -59,41 +62,73 @@ func demo(bin, data string, verbose bool) error {
 		env.Sytex.URL, len(env.Sytex.Elements()), len(ex.Unchanged), len(ex.Updated), len(ex.NearMisses))
 	fmt.Printf("JetStream: embedded server %s, data in %s\n\n", env.Server.ClientURL(), data)
 
-	for round := 1; round <= 2; round++ {
-		env.Sytex.ResetCounts()
-		what := "first sync"
-		if round == 2 {
-			what = "second sync, nothing changed in OZmap"
-		}
-		fmt.Printf("== %s ==\n", what)
-		out, err := env.Produce(ctx)
-		fmt.Print("producer -once: " + out)
-		if err != nil {
-			return fmt.Errorf("producer -once failed: %v\n%s", err, env.Logs())
-		}
-		var consumers []*rehearsal.Consumer
-		for range 2 {
-			c, err := env.StartConsumer(ctx)
-			if err != nil {
-				return err
-			}
-			consumers = append(consumers, c)
-		}
-		werr := env.WaitIdle(ctx)
-		for _, c := range consumers {
-			if err := c.Stop(30 * time.Second); err != nil {
-				return fmt.Errorf("consumer exit: %v", err)
-			}
-		}
-		if werr != nil {
-			return fmt.Errorf("consumers did not finish: %w\n%s", werr, env.Logs())
-		}
-		n := env.Sytex.Counts()
-		fmt.Printf("2 consumers: Sytex requests %d (searches %d, creates %d, updates %d)\n", n.Total, n.Search, n.Create, n.Update)
-		if round == 2 && n.Create+n.Update > 0 {
-			return fmt.Errorf("second sync wrote to Sytex (%d creates, %d updates); want none", n.Create, n.Update)
-		}
-		fmt.Println()
+	runs, err := runreport.Open(ctx, env.JS, 1)
+	if err != nil {
+		return err
+	}
+
+	// A first rollout: consumers with CONSUMER_DRY_RUN=true write nothing
+	// and record what they would do.
+	fmt.Println("== dry run (CONSUMER_DRY_RUN=true) ==")
+	env.Sytex.ResetCounts()
+	env.Extra = map[string]string{"CONSUMER_DRY_RUN": "true"}
+	out, err := env.Produce(ctx)
+	fmt.Print("producer -once: " + out)
+	if err != nil {
+		return fmt.Errorf("producer -once failed: %v\n%s", err, env.Logs())
+	}
+	if err := consume(ctx, env); err != nil {
+		return err
+	}
+	last, err := runs.Last(ctx)
+	if err != nil {
+		return fmt.Errorf("run report: %w", err)
+	}
+	n := env.Sytex.Counts()
+	fmt.Printf("2 consumers: Sytex requests %d (searches %d, creates %d, updates %d)\n", n.Total, n.Search, n.Create, n.Update)
+	if last.DryRun == nil {
+		return fmt.Errorf("the run report has no dry-run counts")
+	}
+	fmt.Printf("run report (nats kv get --raw OZMAP_SYNC_RUNS last), dry_run: would create %d, would update %d, unchanged %d\n\n",
+		last.DryRun.WouldCreate, last.DryRun.WouldUpdate, last.DryRun.Unchanged)
+	if n.Create+n.Update > 0 {
+		return fmt.Errorf("dry run wrote to Sytex (%d creates, %d updates)", n.Create, n.Update)
+	}
+
+	// For real: replay that run from the work stream, as the README says.
+	fmt.Println("== first sync: consumer replay -run " + last.RunID + " ==")
+	env.Sytex.ResetCounts()
+	env.Extra = nil
+	replay := exec.CommandContext(ctx, filepath.Join(bin, "consumer"), "replay", "-run", last.RunID)
+	replay.Env = env.Environ()
+	if out, err := replay.CombinedOutput(); err != nil {
+		return fmt.Errorf("consumer replay -run: %v\n%s", err, out)
+	}
+	if err := consume(ctx, env); err != nil {
+		return err
+	}
+	if last, err = runs.Last(ctx); err != nil {
+		return fmt.Errorf("run report: %w", err)
+	}
+	n = env.Sytex.Counts()
+	fmt.Printf("2 consumers: Sytex requests %d (searches %d, creates %d, updates %d)\n", n.Total, n.Search, n.Create, n.Update)
+	fmt.Printf("run report, synced: created %d, updated %d, unchanged %d, dead-lettered %d\n\n",
+		last.Synced.Created, last.Synced.Updated, last.Synced.Unchanged, last.Synced.DeadLettered)
+
+	fmt.Println("== second sync, nothing changed in OZmap ==")
+	env.Sytex.ResetCounts()
+	out, err = env.Produce(ctx)
+	fmt.Print("producer -once: " + out)
+	if err != nil {
+		return fmt.Errorf("producer -once failed: %v\n%s", err, env.Logs())
+	}
+	if err := consume(ctx, env); err != nil {
+		return err
+	}
+	n = env.Sytex.Counts()
+	fmt.Printf("2 consumers: Sytex requests %d (searches %d, creates %d, updates %d)\n\n", n.Total, n.Search, n.Create, n.Update)
+	if n.Create+n.Update > 0 {
+		return fmt.Errorf("second sync wrote to Sytex (%d creates, %d updates); want none", n.Create, n.Update)
 	}
 
 	dl, err := env.DeadLetters(ctx)
@@ -128,5 +163,27 @@ func demo(bin, data string, verbose bool) error {
 	}
 	fmt.Printf("  OK: Sytex holds exactly the %d eligible boxes (%d created, %d updated, %d unchanged), no duplicates, near misses untouched, nothing In project; %d dead letters with reasons\n",
 		len(ex.Want), len(ex.Created), len(ex.Updated), len(ex.Unchanged), got)
+	return nil
+}
+
+// consume runs two consumers until the backlog is empty and stops them.
+func consume(ctx context.Context, env *rehearsal.Env) error {
+	var consumers []*rehearsal.Consumer
+	for range 2 {
+		c, err := env.StartConsumer(ctx)
+		if err != nil {
+			return err
+		}
+		consumers = append(consumers, c)
+	}
+	werr := env.WaitIdle(ctx)
+	for _, c := range consumers {
+		if err := c.Stop(30 * time.Second); err != nil {
+			return fmt.Errorf("consumer exit: %v", err)
+		}
+	}
+	if werr != nil {
+		return fmt.Errorf("consumers did not finish: %w\n%s", werr, env.Logs())
+	}
 	return nil
 }

@@ -39,7 +39,10 @@ func TestDryRunRecordsWithoutWritingThenReplayForReal(t *testing.T) {
 	}
 	rep := lastReport(t, ctx, env)
 	wantWouldCreate := len(ex.Created) + len(ex.Rejected) // nothing was sent, so nothing was rejected
-	if s := rep.Synced; s.WouldCreate != wantWouldCreate || s.WouldUpdate != len(ex.Updated) ||
+	if rep.DryRun == nil || !rep.Synced.IsZero() {
+		t.Fatalf("dry-run report: synced %+v, dry_run %+v; want only dry_run", rep.Synced, rep.DryRun)
+	}
+	if s := *rep.DryRun; s.WouldCreate != wantWouldCreate || s.WouldUpdate != len(ex.Updated) ||
 		s.Unchanged != len(ex.Unchanged) || s.Created+s.Updated+s.DeadLettered != 0 {
 		t.Fatalf("dry-run report counts %+v; want would_create %d, would_update %d, unchanged %d and nothing done",
 			s, wantWouldCreate, len(ex.Updated), len(ex.Unchanged))
@@ -58,9 +61,10 @@ func TestDryRunRecordsWithoutWritingThenReplayForReal(t *testing.T) {
 	drain(t, ctx, env, 2)
 	checkSytex(t, ex, env.Sytex)
 	rep = lastReport(t, ctx, env)
-	if s := rep.Synced; s.Created != len(ex.Created) || s.Updated != len(ex.Updated) || s.DeadLettered != len(ex.Rejected) {
-		t.Fatalf("report after the real replay: %+v; want created %d, updated %d, dead_lettered %d",
-			s, len(ex.Created), len(ex.Updated), len(ex.Rejected))
+	if s := rep.Synced; s.Created != len(ex.Created) || s.Updated != len(ex.Updated) || s.Unchanged != len(ex.Unchanged) ||
+		s.DeadLettered != len(ex.Rejected) || rep.DryRun == nil || rep.DryRun.WouldCreate != wantWouldCreate {
+		t.Fatalf("report after the real replay: %+v (dry run %+v); want created %d, updated %d, unchanged %d, dead_lettered %d, the dry run kept",
+			s, rep.DryRun, len(ex.Created), len(ex.Updated), len(ex.Unchanged), len(ex.Rejected))
 	}
 	st := boxStatus(t, ctx, env, ids[ex.Created[0]])
 	if st.Outcome != boxstatus.Created || st.DryRun || st.SytexID == 0 {

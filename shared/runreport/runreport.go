@@ -61,8 +61,8 @@ func (s Summary) String() string {
 		s.RunID, s.Read, s.Eligible, s.Published, s.Unchanged, total, detail, s.Finished.Sub(s.Started).Round(time.Millisecond))
 }
 
-// Synced counts what the consumers did with a run's boxes. In a dry run
-// (CONSUMER_DRY_RUN) creates and updates are counted as would-be.
+// Synced counts what the consumers did with a run's boxes. A dry run
+// (CONSUMER_DRY_RUN) is counted apart, with creates and updates as would-be.
 type Synced struct {
 	Created      int       `json:"created"`
 	Updated      int       `json:"updated"`
@@ -100,6 +100,8 @@ func (s Synced) IsZero() bool { return s == Synced{} }
 type Report struct {
 	Summary
 	Synced Synced `json:"synced"`
+	// DryRun is what consumers with CONSUMER_DRY_RUN found, writing nothing.
+	DryRun *Synced `json:"dry_run,omitempty"`
 	// Revision of run.<id> this report was copied from (in "last" only).
 	Revision uint64 `json:"revision,omitempty"`
 }
@@ -230,8 +232,9 @@ func (s *Store) RecordRun(ctx context.Context, sum Summary) (Report, error) {
 	return s.copyToLast(ctx, sum.RunID, true)
 }
 
-// AddSynced adds consumer counts to a run's report.
-func (s *Store) AddSynced(ctx context.Context, runID string, d Synced) error {
+// AddSynced adds consumer counts to a run's report: to its dry-run part
+// when dryRun.
+func (s *Store) AddSynced(ctx context.Context, runID string, d Synced, dryRun bool) error {
 	if !ValidRunID(runID) {
 		return fmt.Errorf("run id %q cannot be a report key", runID)
 	}
@@ -240,7 +243,14 @@ func (s *Store) AddSynced(ctx context.Context, runID string, d Synced) error {
 	}
 	_, _, err := s.update(ctx, Key(runID), func(r *Report) {
 		r.RunID = runID
-		r.Synced.Add(d)
+		switch {
+		case !dryRun:
+			r.Synced.Add(d)
+		case r.DryRun == nil:
+			r.DryRun = &d
+		default:
+			r.DryRun.Add(d)
+		}
 	})
 	if err != nil {
 		return err

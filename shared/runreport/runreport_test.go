@@ -38,7 +38,7 @@ func TestConcurrentWritersLoseNothing(t *testing.T) {
 				if w == 0 {
 					d = Synced{Updated: 3, Last: time.Now()}
 				}
-				if err := store.AddSynced(ctx, runID, d); err != nil {
+				if err := store.AddSynced(ctx, runID, d, false); err != nil {
 					t.Error(err)
 					return
 				}
@@ -72,7 +72,7 @@ func TestConcurrentWritersLoseNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	last.Revision = 0
-	if last.RunID != runID || last.Synced != run.Synced || last.Read != run.Read {
+	if last.RunID != runID || last.Synced != run.Synced || last.Read != run.Read || last.DryRun != nil {
 		t.Fatalf("last = %+v\nwant a copy of %+v", last, run)
 	}
 	if o, err := store.Get(ctx, old.RunID); err != nil || !o.Synced.IsZero() {
@@ -94,7 +94,7 @@ func TestCountsForAnOlderRunLeaveLastAlone(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := store.AddSynced(ctx, "20261201T210000Z", Synced{Created: 4}); err != nil {
+	if err := store.AddSynced(ctx, "20261201T210000Z", Synced{Created: 4}, false); err != nil {
 		t.Fatal(err)
 	}
 	last, _ := store.Last(ctx)
@@ -106,15 +106,41 @@ func TestCountsForAnOlderRunLeaveLastAlone(t *testing.T) {
 	}
 	// Consumer counts for a run the producer has not finished do not make
 	// it look ended (another replica would take it for done).
-	if err := store.AddSynced(ctx, "20261203T210000Z", Synced{Created: 1}); err != nil {
+	if err := store.AddSynced(ctx, "20261203T210000Z", Synced{Created: 1}, false); err != nil {
 		t.Fatal(err)
 	}
 	if r, err := store.Get(ctx, "20261203T210000Z"); err != nil || r.Ended() {
 		t.Fatalf("running run = %+v, %v", r, err)
 	}
 	for _, bad := range []string{"", "a.b", "run>", "x y"} {
-		if err := store.AddSynced(ctx, bad, Synced{Created: 1}); err == nil {
+		if err := store.AddSynced(ctx, bad, Synced{Created: 1}, false); err == nil {
 			t.Errorf("run id %q accepted as a key", bad)
 		}
+	}
+}
+
+// A dry run's counts are kept apart from what was really done.
+func TestDryRunCountsApart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	store, err := Open(ctx, natstest.Start(t, natsx.Topology{}), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const id = "20261201T210000Z"
+	for range 2 {
+		if err := store.AddSynced(ctx, id, Synced{WouldCreate: 2, Unchanged: 1}, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := store.AddSynced(ctx, id, Synced{Created: 2, Unchanged: 1}, false); err != nil {
+		t.Fatal(err)
+	}
+	r, err := store.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.DryRun == nil || *r.DryRun != (Synced{WouldCreate: 4, Unchanged: 2}) || r.Synced != (Synced{Created: 2, Unchanged: 1}) {
+		t.Fatalf("synced %+v, dry run %+v", r.Synced, r.DryRun)
 	}
 }
