@@ -1186,3 +1186,47 @@ func keys[V any](m map[string]V) []string {
 	sort.Strings(out)
 	return out
 }
+
+// ---------------------------------------------------------------------------
+// README
+
+// The README's configuration table lists every variable the programs read,
+// with the default config.go gives it, and no variable they do not read.
+func TestREADMEConfigurationTable(t *testing.T) {
+	c := loadContract(t)
+	data, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(data), "\n## Configuration\n")
+	if !ok {
+		t.Fatal("README.md has no Configuration section")
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	rowRe := regexp.MustCompile("(?m)^\\| ((?:`[A-Z0-9_]+`(?:, )?)+) \\| [^|]+ \\| ([^|]+) \\|")
+	listed := map[string]string{}
+	for _, m := range rowRe.FindAllStringSubmatch(section, -1) {
+		for _, name := range regexp.MustCompile("`([A-Z0-9_]+)`").FindAllStringSubmatch(m[1], -1) {
+			listed[name[1]] = strings.TrimSpace(m[2])
+		}
+	}
+	if len(listed) < 20 {
+		t.Fatalf("found only %d variables in the README's table; is the parser right?", len(listed))
+	}
+	for name, v := range c.vars {
+		def, ok := listed[name]
+		switch {
+		case !ok:
+			t.Errorf("README.md's configuration table does not list %s", name)
+		case v.Required && def != "required":
+			t.Errorf("README.md: %s is required, the table says %q", name, def)
+		case v.Default != "" && !strings.Contains(def, "`"+v.Default+"`"):
+			t.Errorf("README.md: %s defaults to %q in config.go, the table says %q", name, v.Default, def)
+		}
+	}
+	for name := range listed {
+		if _, ok := c.vars[name]; !ok {
+			t.Errorf("README.md lists %s, which the programs do not read", name)
+		}
+	}
+}
