@@ -20,12 +20,30 @@ import (
 var ErrUnauthorized = errors.New("ozmap: the API key was rejected or lacks access to this resource (check OZMAP_API_KEY and the user's project permissions)")
 
 // ErrBodyTooLarge is matched by errors caused by a response body larger than
-// Options.MaxBodyBytes.
+// Options.MaxBodyBytes. The body is not read past the cap. It is permanent:
+// the same page is as large on a retry (a smaller OZMAP_PAGE_SIZE helps).
 var ErrBodyTooLarge = errors.New("ozmap: response body too large")
 
 // ErrNotJSON is matched by errors caused by a 2xx answer whose body is not
-// JSON (for example an HTML login or proxy page).
+// the JSON page expected: not JSON at all (an HTML login, proxy or
+// maintenance page, an empty body) or JSON of the wrong shape (no "rows"
+// array).
+//
+// Classification: a body that is not JSON at all is transient — it almost
+// always comes from something in front of OZmap (a proxy during a deploy, a
+// WAF, a load balancer's error page) and passes — so it is retried within
+// MaxAttempts, and the final error names the Content-Type and the start of
+// the body. Valid JSON of the wrong shape is permanent: OZMAP_URL points at
+// something that is not OZmap's API v2, and asking again will not change it.
 var ErrNotJSON = errors.New("ozmap: response is not JSON")
+
+// errShape marks an ErrNotJSON that is valid JSON of the wrong shape
+// (permanent; see ErrNotJSON).
+var errShape = errors.New("unexpected JSON shape")
+
+// ErrInvalidProjectID is matched by New's error for a malformed
+// Options.ProjectIDs entry.
+var ErrInvalidProjectID = errors.New("ozmap: invalid project id")
 
 // ErrPagingLoop is matched when the server keeps returning pages past any
 // plausible end (a repeated page, or far more pages than total implies).
@@ -57,8 +75,10 @@ func (e *APIError) statusText() string {
 }
 
 // IsTransient reports whether err is worth retrying later: 429, 5xx,
-// timeouts, connection errors and bodies cut short. Authentication errors,
-// other 4xx, non-JSON bodies, oversized bodies and cancellation are not.
+// timeouts, connection errors, bodies cut short, and 2xx bodies that are not
+// JSON at all (a proxy's page; see ErrNotJSON). Authentication errors, other
+// 3xx/4xx (a refused redirect included), JSON of the wrong shape, oversized
+// bodies, certificate errors and cancellation are not.
 func IsTransient(err error) bool {
 	if err == nil {
 		return false
@@ -70,20 +90,17 @@ func IsTransient(err error) bool {
 	if errors.As(err, &ae) {
 		return ae.Status == http.StatusTooManyRequests || ae.Status >= 500 && ae.Status != http.StatusNotImplemented
 	}
-	if errors.Is(err, ErrNotJSON) || errors.Is(err, ErrBodyTooLarge) || errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrPagingLoop) {
+	if errors.Is(err, errShape) || errors.Is(err, ErrBodyTooLarge) || errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrPagingLoop) {
 		return false
+	}
+	if errors.Is(err, ErrNotJSON) {
+		return true
 	}
 	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 		return true
 	}
 	// Certificate problems are configuration, not weather.
-	var (
-		unknownCA  x509.UnknownAuthorityError
-		hostErr    x509.HostnameError
-		invalidErr x509.CertificateInvalidError
-		verifyErr  *tls.CertificateVerificationError
-	)
-	if errors.As(err, &unknownCA) || errors.As(err, &hostErr) || errors.As(err, &invalidErr) || errors.As(err, &verifyErr) {
+	if isCertError(err) {
 		return false
 	}
 	var ne net.Error
@@ -121,6 +138,11 @@ func (c *Client) opErr(op string, attempts int, err error) error {
 		errs = []error{err}
 		ae   *APIError
 	)
+	if ue, ok := err.(*url.Error); ok && ue.Err != nil {
+		// op names the request already; the URL (its long filter query)
+		// adds only length. The chain keeps the *url.Error.
+		err = &causeError{msg: ue.Err.Error(), cause: ue}
+	}
 	switch {
 	case errors.As(err, &ae):
 		msg = fmt.Sprintf("ozmap: %s: %s%s", op, ae.statusText(), after)
@@ -136,7 +158,26 @@ func (c *Client) opErr(op string, attempts int, err error) error {
 	default:
 		msg = fmt.Sprintf("ozmap: %s: %v", op, err)
 	}
+	switch {
+	case isCertError(err):
+		msg += " (the server's certificate is not trusted: if OZmap uses a private CA, set OZMAP_CA_FILE to its PEM bundle)"
+	case errors.Is(err, ErrNotJSON) && !errors.Is(err, errShape):
+		msg += " (a proxy or maintenance page, or OZMAP_URL is not OZmap's API address, e.g. https://client.ozmap.com.br:9994)"
+	case errors.Is(err, errShape):
+		msg += " (is OZMAP_URL OZmap's API address, e.g. https://client.ozmap.com.br:9994?)"
+	}
 	return &opError{msg: c.redact(msg), errs: errs}
+}
+
+// isCertError reports whether err is a TLS certificate verification failure.
+func isCertError(err error) bool {
+	var (
+		unknownCA  x509.UnknownAuthorityError
+		hostErr    x509.HostnameError
+		invalidErr x509.CertificateInvalidError
+		verifyErr  *tls.CertificateVerificationError
+	)
+	return errors.As(err, &unknownCA) || errors.As(err, &hostErr) || errors.As(err, &invalidErr) || errors.As(err, &verifyErr)
 }
 
 // parseRetryAfter reads a Retry-After value: delay-seconds or an HTTP date.

@@ -9,6 +9,8 @@ import (
 	"io"
 	"iter"
 	"net/url"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -16,11 +18,71 @@ import (
 const (
 	boxesPath    = "/api/v2/boxes"
 	boxTypesPath = "/api/v2/box-types"
-
-	// implantedFilter asks the server for implanted boxes only. It goes in
-	// the query string, as older SDKs and real-world clients send it.
-	implantedFilter = `[{"property":"implanted","operator":"=","value":true}]`
 )
+
+// condition is one element of OZmap's filter parameter. Conditions are ANDed.
+type condition struct {
+	Property string `json:"property"`
+	Operator string `json:"operator"`
+	Value    any    `json:"value"`
+}
+
+// implanted asks the server for implanted boxes only.
+var implanted = condition{Property: "implanted", Operator: "=", Value: true}
+
+// boxFilters returns the filter parameter of each listing Boxes makes, in the
+// query string as older SDKs and real-world clients send it:
+// [{"property":"implanted","operator":"=","value":true}], plus
+// {"property":"project","operator":"in","value":[...]} when ProjectIDs is
+// set, one listing per MaxProjectIDsPerQuery ids.
+func (c *Client) boxFilters() []string {
+	enc := func(conds ...condition) string {
+		b, _ := json.Marshal(conds) // only strings and bools: cannot fail
+		return string(b)
+	}
+	if len(c.projects) == 0 {
+		return []string{enc(implanted)}
+	}
+	var out []string
+	for ids := range slices.Chunk(c.projects, MaxProjectIDsPerQuery) {
+		out = append(out, enc(implanted, condition{Property: "project", Operator: "in", Value: ids}))
+	}
+	return out
+}
+
+// projectIDRe is an OZmap (MongoDB ObjectId) id.
+var projectIDRe = regexp.MustCompile(`^[0-9a-f]{24}$`)
+
+// normalizeProjectIDs trims, lower-cases (OZmap ids are lower-case hex; the
+// server compares them as strings) and deduplicates ids, refusing anything
+// that is not 24 hex digits.
+func normalizeProjectIDs(in []string) ([]string, error) {
+	var out []string
+	seen := make(map[string]bool, len(in))
+	for i, raw := range in {
+		p := strings.ToLower(strings.TrimSpace(raw))
+		if !projectIDRe.MatchString(p) {
+			return nil, &causeError{cause: ErrInvalidProjectID, msg: fmt.Sprintf(
+				"ozmap: ProjectIDs[%d] %q is not an OZmap project id (24 hexadecimal digits, e.g. 5d9f3ff9200141000647f814)",
+				i, truncateUTF8(raw, 64))}
+		}
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// inProjects reports whether a row belongs to the configured projects (always
+// true without ProjectIDs). The server filter is not trusted alone.
+func (c *Client) inProjects(projectID string) bool {
+	if c.projectSet == nil {
+		return true
+	}
+	_, ok := c.projectSet[strings.ToLower(projectID)]
+	return ok
+}
 
 // page is the list envelope shared by every OZmap list route:
 // {"total","count","start","limit","rows","hasNextPage","nextUrl"}.
@@ -32,8 +94,9 @@ type page struct {
 	nextURL     string
 }
 
-// Boxes streams every box matching implanted==true, page by page, holding
-// one page in memory at a time.
+// Boxes streams every box matching implanted==true (and, with
+// Options.ProjectIDs, belonging to one of those projects), page by page,
+// holding one page in memory at a time.
 //
 // It follows hasNextPage when the server sends it and otherwise asks for
 // the next page until one comes back empty; it never assumes the server
@@ -41,26 +104,59 @@ type page struct {
 // a Row with Err and Raw set, and paging continues. The error value is
 // non-nil only for a fatal error (after retries), and iteration ends there.
 // Box.Implanted must still be checked by the caller: the server filter is
-// not trusted.
+// not trusted. The project filter is re-checked here: a row of another
+// project (or, with ProjectIDs, of no project) is dropped and counted in one
+// Warn log record.
 func (c *Client) Boxes(ctx context.Context) iter.Seq2[Row, error] {
 	return func(yield func(Row, error) bool) {
-		for rows, err := range c.pages(ctx, boxesPath, implantedFilter) {
-			if err != nil {
-				yield(Row{}, err)
-				return
+		dropped := 0
+		defer func() {
+			if dropped > 0 {
+				c.log.Warn("ozmap: dropped rows outside OZMAP_PROJECT_IDS that the server sent despite the filter", "rows", dropped)
 			}
-			for _, raw := range rows {
-				b, err := decodeBox(raw)
-				r := Row{Box: b}
+		}()
+		filters := c.boxFilters()
+		for i, filter := range filters {
+			label := ""
+			if len(filters) > 1 {
+				label = fmt.Sprintf(" (project ids %d-%d)", i*MaxProjectIDsPerQuery+1, min((i+1)*MaxProjectIDsPerQuery, len(c.projects)))
+			}
+			for rows, err := range c.pages(ctx, boxesPath, label, filter) {
 				if err != nil {
-					r = Row{Err: err, Raw: c.rawForRow(raw)}
-				}
-				if !yield(r, nil) {
+					yield(Row{}, err)
 					return
+				}
+				for _, raw := range rows {
+					b, err := decodeBox(raw)
+					r := Row{Box: b}
+					if err != nil {
+						if p, ok := rowProject(raw); ok && !c.inProjects(p) {
+							dropped++
+							continue
+						}
+						r = Row{Err: err, Raw: c.rawForRow(raw)}
+					} else if !c.inProjects(b.ProjectID) {
+						dropped++
+						continue
+					}
+					if !yield(r, nil) {
+						return
+					}
 				}
 			}
 		}
 	}
+}
+
+// rowProject reads the project id of a row that failed to decode, so a bad
+// row of a project outside ProjectIDs is dropped rather than reported.
+func rowProject(raw json.RawMessage) (string, bool) {
+	var o object
+	if jsonKind(raw) != "object" || json.Unmarshal(raw, &o) != nil {
+		return "", false
+	}
+	id, _, err := o.ref("project")
+	return id, err == nil && id != ""
 }
 
 // BoxTypes loads all box types (GET /api/v2/box-types) and returns
@@ -68,7 +164,7 @@ func (c *Client) Boxes(ctx context.Context) iter.Seq2[Row, error] {
 // without a code maps to "".
 func (c *Client) BoxTypes(ctx context.Context) (map[string]string, error) {
 	types := make(map[string]string)
-	for rows, err := range c.pages(ctx, boxTypesPath, "") {
+	for rows, err := range c.pages(ctx, boxTypesPath, "", "") {
 		if err != nil {
 			return nil, err
 		}
@@ -102,20 +198,20 @@ func decodeBoxType(raw json.RawMessage) (id, code string, err error) {
 }
 
 // pages yields the rows of each page of a list route until the end, or one
-// fatal error.
-func (c *Client) pages(ctx context.Context, path, filter string) iter.Seq2[[]json.RawMessage, error] {
+// fatal error. label is added to the operation's name in errors.
+func (c *Client) pages(ctx context.Context, path, label, filter string) iter.Seq2[[]json.RawMessage, error] {
 	return func(yield func([]json.RawMessage, error) bool) {
 		firstIDs := make(map[string]int) // a page's first row -> page number
 		maxPages := int64(-1)
 		var rowsPerPage int64
 		next := c.pageURL(path, filter, 1)
 		for n := 1; ; n++ {
-			op := fmt.Sprintf("GET %s page %d", path, n)
+			op := fmt.Sprintf("GET %s%s page %d", path, label, n)
 			if maxPages >= 0 && int64(n) > maxPages {
 				yield(nil, c.opErr(op, 1, fmt.Errorf("%w: more than %d pages for %d rows", ErrPagingLoop, maxPages, rowsPerPage)))
 				return
 			}
-			p, err := c.getPage(ctx, next, op)
+			p, err := c.getPage(ctx, next, path, op)
 			if err != nil {
 				yield(nil, err)
 				return
@@ -138,6 +234,9 @@ func (c *Client) pages(ctx context.Context, path, filter string) iter.Seq2[[]jso
 				if m := p.total/rowsPerPage*2 + 10; m > maxPages {
 					maxPages = m
 				}
+			}
+			if path == boxesPath && c.onBoxPage != nil {
+				c.onBoxPage(n, len(p.rows), p.total)
 			}
 			if !yield(p.rows, nil) {
 				return
@@ -197,58 +296,101 @@ func (c *Client) sameHost(next string) (*url.URL, bool) {
 	return u, true
 }
 
-// getPage fetches and parses one page. A truncated body is transient (it is
-// retried); a body that is not JSON at all is a permanent error naming what
-// came back.
-func (c *Client) getPage(ctx context.Context, u *url.URL, op string) (page, error) {
+// getPage fetches and parses one page. A truncated body or one that is not
+// JSON at all is transient (it is retried); JSON of the wrong shape is a
+// permanent error naming what came back (see ErrNotJSON).
+func (c *Client) getPage(ctx context.Context, u *url.URL, route, op string) (page, error) {
 	var p page
-	err := c.get(ctx, u, op, func(body []byte, ctype string) error {
+	err := c.get(ctx, u, route, op, func(body []byte, ctype string) error {
 		var err error
-		p, err = parsePage(body, ctype)
+		p, err = c.parsePage(body, ctype)
 		return err
 	})
 	return p, err
 }
 
-func parsePage(body []byte, ctype string) (page, error) {
+// wireEnvelope decodes a page in one pass over the body; rows are copied once
+// (each row's bytes) and the rest of the body is not kept.
+type wireEnvelope struct {
+	Rows        wireRows        `json:"rows"`
+	Total       json.RawMessage `json:"total"`
+	HasNextPage json.RawMessage `json:"hasNextPage"`
+	NextURL     json.RawMessage `json:"nextUrl"`
+}
+
+type wireRows struct {
+	present bool
+	kind    string
+	rows    []json.RawMessage
+}
+
+func (r *wireRows) UnmarshalJSON(b []byte) error {
+	r.present, r.kind = true, jsonKind(b)
+	if r.kind != "array" {
+		return nil
+	}
+	return json.Unmarshal(b, &r.rows)
+}
+
+// notJSON is a 2xx body that is not JSON at all (transient).
+func (c *Client) notJSON(body []byte, ctype, why string) error {
+	return &causeError{cause: ErrNotJSON, msg: fmt.Sprintf("response is not JSON%s (status 2xx, Content-Type %q, %d bytes, body starts %q)",
+		why, c.snippet([]byte(ctype), 64), len(body), c.snippet(bytes.TrimSpace(body), 64))}
+}
+
+// badShape is a 2xx body that is JSON but not an OZmap page (permanent).
+func (c *Client) badShape(body []byte, ctype, why string) error {
+	return &causeError{cause: errors.Join(ErrNotJSON, errShape), msg: fmt.Sprintf("response is JSON but not an OZmap page: %s (Content-Type %q, body starts %q)",
+		why, c.snippet([]byte(ctype), 64), c.snippet(bytes.TrimSpace(body), 64))}
+}
+
+func (c *Client) parsePage(body []byte, ctype string) (page, error) {
 	p := page{total: -1}
 	trimmed := bytes.TrimSpace(body)
-	if len(trimmed) == 0 || trimmed[0] != '{' {
-		return p, fmt.Errorf("%w: Content-Type %q, body starts with %q", ErrNotJSON, ctype, truncateUTF8(string(trimmed), 64))
+	if len(trimmed) == 0 {
+		return p, c.notJSON(body, ctype, ": the body is empty")
 	}
-	var env map[string]json.RawMessage
-	dec := json.NewDecoder(bytes.NewReader(trimmed))
-	if err := dec.Decode(&env); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+	if trimmed[0] != '{' {
+		if json.Valid(trimmed) {
+			return p, c.badShape(body, ctype, "want an object, got "+jsonKind(trimmed))
+		}
+		return p, c.notJSON(body, ctype, "")
+	}
+	var env wireEnvelope
+	if err := json.Unmarshal(trimmed, &env); err != nil {
+		var (
+			te *json.UnmarshalTypeError
+			se *json.SyntaxError
+		)
+		switch {
+		// A syntax error at the very end is a body cut short.
+		case errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &se) && se.Offset >= int64(len(trimmed)):
 			return p, fmt.Errorf("page body is truncated (%d bytes): %w", len(body), io.ErrUnexpectedEOF)
+		case errors.As(err, &te):
+			return p, c.badShape(body, ctype, err.Error())
 		}
-		return p, fmt.Errorf("%w: Content-Type %q: %v", ErrNotJSON, ctype, err)
+		return p, c.notJSON(body, ctype, ": "+err.Error())
 	}
-	rows, ok := env["rows"]
-	if !ok {
-		return p, fmt.Errorf("%w: page has no \"rows\" (Content-Type %q, body starts with %q)", ErrNotJSON, ctype, truncateUTF8(string(trimmed), 64))
+	switch {
+	case !env.Rows.present:
+		return p, c.badShape(body, ctype, `no "rows"`)
+	case env.Rows.kind == "null":
+	case env.Rows.kind != "array":
+		return p, c.badShape(body, ctype, fmt.Sprintf(`"rows" is a %s, want an array`, env.Rows.kind))
 	}
-	switch jsonKind(rows) {
-	case "null":
-	case "array":
-		if err := json.Unmarshal(rows, &p.rows); err != nil {
-			return p, fmt.Errorf("%w: \"rows\": %v", ErrNotJSON, err)
-		}
-	default:
-		return p, fmt.Errorf("%w: \"rows\" is a %s, want array", ErrNotJSON, jsonKind(rows))
-	}
+	p.rows = env.Rows.rows
 	// Envelope fields are advisory; a wrong type reads as "absent", which
 	// falls back to paging until an empty page.
-	if v, ok := env["total"]; ok && jsonKind(v) == "number" {
+	if v := env.Total; jsonKind(v) == "number" {
 		if t, err := strconv.ParseInt(string(bytes.TrimSpace(v)), 10, 64); err == nil && t >= 0 {
 			p.total = t
 		}
 	}
-	if v, ok := env["hasNextPage"]; ok && jsonKind(v) == "boolean" {
+	if v := env.HasNextPage; jsonKind(v) == "boolean" {
 		b := bytes.Equal(bytes.TrimSpace(v), []byte("true"))
 		p.hasNextPage = &b
 	}
-	if v, ok := env["nextUrl"]; ok && jsonKind(v) == "string" {
+	if v := env.NextURL; jsonKind(v) == "string" {
 		_ = json.Unmarshal(v, &p.nextURL)
 	}
 	return p, nil

@@ -10,6 +10,9 @@ package sytex
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -185,18 +188,27 @@ func (c *Client) itemURL(id int64) *url.URL {
 	return &u
 }
 
+// reply is a usable answer: its status, body and Content-Type.
+type reply struct {
+	status int
+	body   []byte
+	ctype  string
+}
+
 // do performs one exchange. It returns the body of a response whose status is
 // in ok; any other status is an *APIError, an oversized 2xx body or a 2xx not
 // in ok is a *ResponseError, and a failed exchange is a transport error that
-// wraps the cause (context errors included).
-func (c *Client) do(ctx context.Context, method, route string, u *url.URL, payload []byte, ok ...int) (int, []byte, error) {
+// wraps the cause (context errors included). Bodies are read up to a cap and
+// no further (closing the rest drops the connection), so memory stays bounded
+// whatever the server sends.
+func (c *Client) do(ctx context.Context, method, route string, u *url.URL, payload []byte, ok ...int) (reply, error) {
 	var body io.Reader
 	if payload != nil {
 		body = bytes.NewReader(payload)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
 	if err != nil {
-		return 0, nil, &transportError{method: method, path: u.Path, err: err, token: c.token}
+		return reply{}, &transportError{method: method, path: u.Path, err: err, token: c.token}
 	}
 	req.Header.Set("Authorization", "Token "+c.token)
 	req.Header.Set("Organization", c.org)
@@ -210,51 +222,104 @@ func (c *Client) do(ctx context.Context, method, route string, u *url.URL, paylo
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		c.observe(method, route, 0, time.Since(start))
-		return 0, nil, &transportError{method: method, path: u.Path, err: err, token: c.token}
+		return reply{}, &transportError{method: method, path: u.Path, err: err, token: c.token}
 	}
-	defer func() {
-		// Drain a little so the connection can be reused, then close.
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		resp.Body.Close()
-	}()
-
 	success := resp.StatusCode >= 200 && resp.StatusCode < 300
 	limit := c.maxBody
 	if !success && limit > 64<<10 {
 		limit = 64 << 10 // only the first bytes of an error body are kept
 	}
-	data, readErr := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	tooLong := resp.ContentLength > limit
+	defer func() {
+		if !tooLong {
+			// Drain a little so the connection can be reused, then close.
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		}
+		resp.Body.Close()
+	}()
+
+	var data []byte
+	var readErr error
+	if !tooLong || !success {
+		// An error body announced as huge still shows its first bytes.
+		var buf bytes.Buffer
+		if resp.ContentLength > 0 && !tooLong {
+			buf.Grow(int(resp.ContentLength) + bytes.MinRead)
+		}
+		_, readErr = buf.ReadFrom(io.LimitReader(resp.Body, limit+1))
+		data = buf.Bytes()
+		tooLong = tooLong || int64(len(data)) > limit
+	}
 	c.observe(method, route, resp.StatusCode, time.Since(start))
+	ctype := resp.Header.Get("Content-Type")
 
 	if !success {
-		return resp.StatusCode, nil, &APIError{
+		ae := &APIError{
 			Status:     resp.StatusCode,
 			Method:     method,
 			Path:       u.Path,
 			Body:       c.clean(data, maxErrorBody),
 			RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()),
 		}
+		if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+			ae.Body = c.redirectNote(resp, ae.Body)
+		}
+		return reply{status: resp.StatusCode, ctype: ctype}, ae
+	}
+	if tooLong {
+		reason := fmt.Sprintf("response body exceeds %d bytes (MaxBodyBytes); stopped reading there", c.maxBody)
+		if resp.ContentLength > c.maxBody {
+			reason = fmt.Sprintf("response body exceeds %d bytes (MaxBodyBytes): it announced %d; not read", c.maxBody, resp.ContentLength)
+		}
+		return reply{status: resp.StatusCode, ctype: ctype}, c.responseError(resp.StatusCode, method, u.Path, reason, data)
 	}
 	if readErr != nil {
-		return 0, nil, &transportError{method: method, path: u.Path, err: readErr, token: c.token}
-	}
-	if int64(len(data)) > c.maxBody {
-		return resp.StatusCode, nil, c.responseError(resp.StatusCode, method, u.Path,
-			fmt.Sprintf("response body exceeds %d bytes", c.maxBody), data)
+		return reply{}, &transportError{method: method, path: u.Path, err: readErr, token: c.token}
 	}
 	for _, s := range ok {
 		if resp.StatusCode == s {
-			return resp.StatusCode, data, nil
+			return reply{status: resp.StatusCode, body: data, ctype: ctype}, nil
 		}
 	}
-	return resp.StatusCode, nil, c.responseError(resp.StatusCode, method, u.Path,
+	return reply{status: resp.StatusCode, ctype: ctype}, c.responseError(resp.StatusCode, method, u.Path,
 		fmt.Sprintf("unexpected status %d", resp.StatusCode), data)
+}
+
+// redirectNote says where a redirect pointed (without its query, which may
+// carry anything) ahead of the body: redirects are never followed (see New).
+func (c *Client) redirectNote(resp *http.Response, body string) string {
+	loc := resp.Header.Get("Location")
+	if loc == "" {
+		return body
+	}
+	target := "an unparsable Location"
+	if ref, err := url.Parse(loc); err == nil {
+		t := resp.Request.URL.ResolveReference(ref)
+		t.User, t.RawQuery, t.ForceQuery, t.Fragment = nil, "", false, ""
+		target = strconv.Quote(c.clean([]byte(t.String()), 200))
+	}
+	note := "redirect to " + target + " not followed (set SYTEX_URL to the address that answers)"
+	if body != "" {
+		note += ": " + body
+	}
+	return note
 }
 
 func (c *Client) observe(method, route string, status int, d time.Duration) {
 	if c.onRequest != nil {
 		c.onRequest(method, route, status, d)
 	}
+}
+
+// unusable is the *ResponseError for a 2xx body that did not decode: what was
+// wrong, with the Content-Type and size that came back.
+func (c *Client) unusable(method, path string, rep reply, err error) *ResponseError {
+	reason := err.Error()
+	if len(bytes.TrimSpace(rep.body)) == 0 {
+		reason = "body is empty"
+	}
+	reason = fmt.Sprintf("%s (Content-Type %q, %d bytes)", reason, c.clean([]byte(rep.ctype), 64), len(rep.body))
+	return c.responseError(rep.status, method, path, reason, rep.body)
 }
 
 func (c *Client) responseError(status int, method, path, reason string, body []byte) *ResponseError {
@@ -268,13 +333,21 @@ func (c *Client) responseError(status int, method, path, reason string, body []b
 }
 
 // clean makes server-supplied text safe to put in an error: the token is
-// redacted (a hostile server may echo headers), invalid UTF-8 and control
-// characters are replaced (no log injection), and the result is cut to at
-// most max bytes on a rune boundary.
+// redacted (a hostile server may echo headers; a copy cut by the limit is
+// removed too), invalid UTF-8 and control characters are replaced (no log
+// injection), and the result is cut to at most max bytes on a rune boundary.
+// Only the start of b is looked at, so a huge body costs nothing more.
 func (c *Client) clean(b []byte, max int) string {
+	cut := false
+	if window := 4*max + len(c.token); len(b) > window {
+		b, cut = b[:window], true
+	}
 	s := strings.ToValidUTF8(string(b), "\uFFFD")
 	if c.token != "" {
 		s = strings.ReplaceAll(s, c.token, "[REDACTED]")
+		if cut {
+			s = trimTokenPrefix(s, c.token)
+		}
 	}
 	s = strings.Map(func(r rune) rune {
 		switch {
@@ -289,11 +362,22 @@ func (c *Client) clean(b []byte, max int) string {
 	if len(s) <= max {
 		return s
 	}
-	cut := max - len("...")
-	for cut > 0 && !isRuneStart(s[cut]) {
-		cut--
+	cutAt := max - len("...")
+	for cutAt > 0 && !isRuneStart(s[cutAt]) {
+		cutAt--
 	}
-	return s[:cut] + "..."
+	return s[:cutAt] + "..."
+}
+
+// trimTokenPrefix drops the end of s when it is the beginning of token: text
+// cut in the middle of an echoed token must not show even part of it.
+func trimTokenPrefix(s, token string) string {
+	for k := min(len(token)-1, len(s)); k > 0; k-- {
+		if strings.HasSuffix(s, token[:k]) {
+			return s[:len(s)-k]
+		}
+	}
+	return s
 }
 
 func isRuneStart(b byte) bool { return b&0xC0 != 0x80 }
@@ -338,10 +422,30 @@ type transportError struct {
 
 func (e *transportError) Error() string {
 	msg := e.err.Error()
+	var ue *url.Error
+	if errors.As(e.err, &ue) && ue.Err != nil {
+		// Method and path are said already; the full URL (the searched
+		// name in its query) adds only length.
+		msg = ue.Err.Error()
+	}
 	if e.token != "" {
 		msg = strings.ReplaceAll(msg, e.token, "[REDACTED]")
 	}
+	if isCertError(e.err) {
+		msg += " (the server's certificate is not trusted: if Sytex uses a private CA, set SYTEX_CA_FILE to its PEM bundle)"
+	}
 	return "sytex: " + e.method + " " + e.path + ": " + msg
+}
+
+// isCertError reports whether err is a TLS certificate verification failure.
+func isCertError(err error) bool {
+	var (
+		unknownCA  x509.UnknownAuthorityError
+		hostErr    x509.HostnameError
+		invalidErr x509.CertificateInvalidError
+		verifyErr  *tls.CertificateVerificationError
+	)
+	return errors.As(err, &unknownCA) || errors.As(err, &hostErr) || errors.As(err, &invalidErr) || errors.As(err, &verifyErr)
 }
 
 func (e *transportError) Unwrap() error { return e.err }

@@ -42,9 +42,16 @@ func (e *APIError) Error() string {
 }
 
 // ResponseError is a 2xx answer that cannot be used: not JSON (an HTML page
-// from a proxy), truncated, of the wrong shape, too large, or an unexpected
-// 2xx status. It is treated as transient: it usually comes from the path in
-// front of Sytex, not from the request.
+// from a proxy), empty, truncated, of the wrong shape (a field of the wrong
+// type), too large, or an unexpected 2xx status. Reason says which, with the
+// Content-Type and size that came back.
+//
+// It is deliberately not permanent (IsPermanent is false): a garbage 2xx
+// almost always comes from the path in front of Sytex (a proxy, a maintenance
+// page, an outage) rather than from the request, so the consumer retries the
+// box with backoff and dead-letters it only after CONSUMER_MAX_ATTEMPTS. A
+// create or patch answered this way may have happened: search again before
+// writing again.
 type ResponseError struct {
 	Status  int
 	Method  string

@@ -40,13 +40,13 @@ func (c *Client) FindByName(ctx context.Context, name string) ([]Element, error)
 				Reason: "search for one name spans more than " + strconv.Itoa(MaxPages) + " pages"}
 		}
 		visited[u.String()] = true
-		_, data, err := c.do(ctx, http.MethodGet, RouteCollection, u, nil, http.StatusOK)
+		rep, err := c.do(ctx, http.MethodGet, RouteCollection, u, nil, http.StatusOK)
 		if err != nil {
 			return nil, err
 		}
-		elems, next, err := decodePage(data)
+		elems, next, err := decodePage(rep.body)
 		if err != nil {
-			return nil, c.responseError(http.StatusOK, http.MethodGet, u.Path, err.Error(), data)
+			return nil, c.unusable(http.MethodGet, u.Path, rep, err)
 		}
 		for _, e := range elems {
 			if e.Name == name && !seen[e.ID] {
@@ -152,13 +152,13 @@ func (c *Client) Create(ctx context.Context, r CreateRequest) (Element, error) {
 		return Element{}, invalid("%v", err)
 	}
 	u := c.collectionURL()
-	status, data, err := c.do(ctx, http.MethodPost, RouteCollection, u, payload, http.StatusCreated, http.StatusOK)
+	rep, err := c.do(ctx, http.MethodPost, RouteCollection, u, payload, http.StatusCreated, http.StatusOK)
 	if err != nil {
 		return Element{}, err
 	}
-	e, err := decodeOne(data)
+	e, err := decodeOne(rep.body)
 	if err != nil {
-		return Element{}, c.responseError(status, http.MethodPost, u.Path, err.Error(), data)
+		return Element{}, c.unusable(http.MethodPost, u.Path, rep, err)
 	}
 	return e, nil
 }
@@ -198,13 +198,13 @@ func (c *Client) Update(ctx context.Context, id int64, p Patch) (Element, error)
 		return Element{}, invalid("%v", err)
 	}
 	u := c.itemURL(id)
-	status, data, err := c.do(ctx, http.MethodPatch, RouteItem, u, payload, http.StatusOK)
+	rep, err := c.do(ctx, http.MethodPatch, RouteItem, u, payload, http.StatusOK)
 	if err != nil {
 		return Element{}, err
 	}
-	e, err := decodeOne(data)
+	e, err := decodeOne(rep.body)
 	if err != nil {
-		return Element{}, c.responseError(status, http.MethodPatch, u.Path, err.Error(), data)
+		return Element{}, c.unusable(http.MethodPatch, u.Path, rep, err)
 	}
 	return e, nil
 }

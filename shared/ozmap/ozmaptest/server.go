@@ -107,6 +107,13 @@ type Server struct {
 	failStatus   int
 	failN        int
 	outage       bool
+	filters      []string // filter parameters of box listings, in order
+	// listing caches the sorted, filtered boxes of the last filter asked
+	// for, so paging through a million boxes does not filter and sort them
+	// all again for every page. Any change to the boxes drops it.
+	listing       []Box
+	listingFilter string
+	listingValid  bool
 }
 
 // Option configures a Server at creation.
@@ -180,6 +187,12 @@ func (s *Server) PutBoxes(bs []Box) {
 		}
 		s.boxes[b.ID] = b
 	}
+	s.dropListing()
+}
+
+// dropListing forgets the cached listing; call with s.mu held.
+func (s *Server) dropListing() {
+	s.listing, s.listingFilter, s.listingValid = nil, "", false
 }
 
 // PutBoxType inserts t or replaces the type with the same ID (NewID when empty).
@@ -197,6 +210,7 @@ func (s *Server) DeleteBox(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.boxes, id)
+	s.dropListing()
 }
 
 // Boxes returns a copy of the stored boxes, sorted by id.
@@ -226,6 +240,17 @@ func (s *Server) BoxTypes() []BoxType {
 // Requests returns the number of requests received, on every route,
 // including rejected and fault-injected ones.
 func (s *Server) Requests() int64 { return s.requests.Load() }
+
+// maxFilterLog bounds what Filters remembers.
+const maxFilterLog = 1000
+
+// Filters returns the filter parameter of the accepted box listings (the
+// last 1000), in the order received ("" for a listing without one).
+func (s *Server) Filters() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.filters)
+}
 
 // FailNext makes the next n requests answer status with a small JSON body,
 // plus "Retry-After: 1" for 429 and 503.
@@ -419,15 +444,25 @@ func (s *Server) listBoxes(w http.ResponseWriter, r *http.Request, q listQuery) 
 		return
 	}
 	s.mu.Lock()
-	var rows []Box
-	for _, b := range s.boxes {
-		if s.ignoreFilter || match(boxFieldValue(b)) {
-			rows = append(rows, b)
+	if len(s.filters) >= maxFilterLog {
+		s.filters = slices.Delete(s.filters, 0, len(s.filters)-maxFilterLog+1)
+	}
+	s.filters = append(s.filters, q.filterRaw)
+	rows := s.listing
+	if !s.listingValid || s.listingFilter != q.filterRaw {
+		rows = nil
+		for _, b := range s.boxes {
+			if s.ignoreFilter || match(boxFieldValue(b)) {
+				rows = append(rows, b)
+			}
 		}
+		slices.SortFunc(rows, func(a, b Box) int { return strings.Compare(a.ID, b.ID) })
+		// Shared read-only by the requests that use it: a change to the
+		// boxes drops the cache, it never modifies it.
+		s.listing, s.listingFilter, s.listingValid = rows, q.filterRaw, true
 	}
 	raw := s.rawRows
 	s.mu.Unlock()
-	slices.SortFunc(rows, func(a, b Box) int { return strings.Compare(a.ID, b.ID) })
 
 	s.respond(w, r, q, len(rows)+len(raw), func(i int) json.RawMessage {
 		if i >= len(rows) {
