@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -58,9 +59,15 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	if err != nil {
 		return fmt.Errorf("OZMAP_CA_FILE: %w", err)
 	}
+	metrics := telemetry.NewMetrics()
+	pages := &syncrun.PageProgress{}
 	oz, err := ozmap.New(ozmap.Options{
 		BaseURL: cfg.OZmapURL, APIKey: cfg.OZmapAPIKey, PageSize: cfg.OZmapPageSize,
 		HTTPClient: hc, MaxAttempts: cfg.OZmapMaxAttempts, Logger: log,
+		ProjectIDs: cfg.ProjectIDs(), OnBoxPage: pages.Page,
+		OnRequest: func(method, route string, status int, d time.Duration) {
+			metrics.OZmapRequests.WithLabelValues(route, method, strconv.Itoa(status)).Observe(d.Seconds())
+		},
 	})
 	if err != nil {
 		return err
@@ -79,10 +86,12 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	if _, err := boxstatus.Open(ctx, conn.JS, cfg.NATS.Replicas); err != nil {
 		return err
 	}
-	metrics := telemetry.NewMetrics()
 	p := &producer{
-		runner: &syncrun.Runner{OZmap: oz, JS: conn.JS, Log: log, Status: boxstatus.NewWriter(conn.JS, log)},
+		runner: &syncrun.Runner{OZmap: oz, JS: conn.JS, Log: log, Status: boxstatus.NewWriter(conn.JS, log), Pages: pages},
 		runs:   runs, log: log, stdout: stdout, metrics: metrics,
+	}
+	if ids := cfg.ProjectIDs(); len(ids) > 0 {
+		log.Info("syncing only the OZmap projects in OZMAP_PROJECT_IDS", "projects", ids)
 	}
 	if *once {
 		return p.syncOnce(ctx, syncrun.ManualRunID(time.Now()))

@@ -52,6 +52,9 @@ type Runner struct {
 	Status *boxstatus.Writer
 	// ProgressEvery is how often a long run logs its progress (0: 15s).
 	ProgressEvery time.Duration
+	// Pages, when set, is fed by the OZmap client (ozmap.Options.OnBoxPage)
+	// and adds pages read, the total and an ETA to the progress lines.
+	Pages *PageProgress
 }
 
 // Summary is what one run did: the producer's part of the run report.
@@ -284,11 +287,70 @@ func (r *Runner) letter(ctx context.Context, body []byte, l deadletter.Letter) e
 	return nil
 }
 
+// PageProgress counts the OZmap pages a run has read. Its Page method is an
+// ozmap.Options.OnBoxPage.
+type PageProgress struct {
+	mu          sync.Mutex
+	pages, rows int
+	total       int64 // sum of the totals of the run's queries; -1 unknown
+}
+
+// Page records one page of boxes.
+func (p *PageProgress) Page(n, rows int, total int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.pages++
+	p.rows += rows
+	if n == 1 {
+		if total < 0 || p.total < 0 {
+			p.total = -1
+		} else {
+			p.total += total
+		}
+	}
+}
+
+func (p *PageProgress) reset() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.pages, p.rows, p.total = 0, 0, 0
+}
+
+func (p *PageProgress) read() (pages, rows int, total int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pages, p.rows, p.total
+}
+
+// progressLine is one progress log line's attributes: pages and rows read
+// out of the total, boxes published, rate, and the time left at that rate.
+func progressLine(pages, rows int, total int64, published, unchanged int, elapsed time.Duration) []any {
+	rate := 0.0
+	if elapsed > 0 {
+		rate = float64(rows) / elapsed.Seconds()
+	}
+	attrs := []any{"pages", pages, "rows_read", rows, "published", published, "unchanged", unchanged,
+		"rows_per_second", int(rate)}
+	if total > 0 {
+		attrs = append(attrs, "total", total, "percent", int(float64(rows)*100/float64(total)))
+		if rate > 0 && int64(rows) < total {
+			eta := time.Duration(float64(total-int64(rows)) / rate * float64(time.Second))
+			attrs = append(attrs, "eta", eta.Round(time.Second).String())
+		}
+	}
+	return attrs
+}
+
 func (r *Runner) progress(ctx context.Context, log *slog.Logger, s *Summary, pub *publisher) func() {
 	every := r.ProgressEvery
 	if every <= 0 {
 		every = 15 * time.Second
 	}
+	pages := r.Pages
+	if pages == nil {
+		pages = &PageProgress{}
+	}
+	pages.reset()
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	start := time.Now()
@@ -302,9 +364,8 @@ func (r *Runner) progress(ctx context.Context, log *slog.Logger, s *Summary, pub
 				return
 			case <-t.C:
 				published, unchanged := pub.counts()
-				acked := published + unchanged
-				rate := float64(acked) / time.Since(start).Seconds()
-				log.Info("sync progress", "published", published, "unchanged", unchanged, "boxes_per_second", int(rate))
+				n, rows, total := pages.read()
+				log.Info("sync progress", progressLine(n, rows, total, published, unchanged, time.Since(start))...)
 			}
 		}
 	}()

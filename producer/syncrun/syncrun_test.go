@@ -1,11 +1,13 @@
 package syncrun
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -201,4 +203,58 @@ func TestRerunPublishesNothingTwice(t *testing.T) {
 	if s, err = r.Run(context.Background(), "run-3"); err != nil || s.Published != 1 || s.Unchanged != 1 {
 		t.Fatalf("after a change: %+v, %v; want 1 published", s, err)
 	}
+}
+
+// A long run logs its progress at a steady interval: pages and rows read out
+// of OZmap's total, boxes published, the rate and an ETA.
+func TestProgressLinesShowTotalAndETA(t *testing.T) {
+	js := natstest.Start(t, natsx.DefaultTopology(), jetstream.WithPublishAsyncMaxPending(64), jetstream.WithPublishAsyncTimeout(10*time.Second))
+	oz := ozmaptest.NewServer(key, ozmaptest.WithLatency(30*time.Millisecond))
+	t.Cleanup(oz.Close)
+	oz.PutBoxes(ozmaptest.GenerateBoxes(200, 1, ozmaptest.DefaultBoxTypes()))
+	pages := &PageProgress{}
+	c, err := ozmap.New(ozmap.Options{BaseURL: oz.URL, APIKey: key, PageSize: 10, OnBoxPage: pages.Page})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf safeBuffer
+	r := &Runner{OZmap: c, JS: js, Log: slog.New(slog.NewJSONHandler(&buf, nil)), Pages: pages, ProgressEvery: 100 * time.Millisecond}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, err := r.Run(ctx, "20261203T210000Z")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []map[string]any
+	for _, l := range bytes.Split(buf.Bytes(), []byte("\n")) {
+		var m map[string]any
+		if json.Unmarshal(l, &m) == nil && m["msg"] == "sync progress" {
+			lines = append(lines, m)
+		}
+	}
+	if len(lines) == 0 {
+		t.Fatalf("no progress line in a %s run:\n%s", s.Finished.Sub(s.Started), buf.Bytes())
+	}
+	l := lines[len(lines)-1]
+	if l["run_id"] != "20261203T210000Z" || l["total"] != float64(s.Read) || l["eta"] == nil || l["pages"].(float64) < 1 || l["rows_per_second"] == nil {
+		t.Fatalf("progress line lacks run id, total %d, eta, pages or rate: %v", s.Read, l)
+	}
+}
+
+// safeBuffer is a bytes.Buffer for concurrent writers.
+type safeBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *safeBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *safeBuffer) Bytes() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return bytes.Clone(s.b.Bytes())
 }
