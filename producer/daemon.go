@@ -60,6 +60,14 @@ func (d *daemon) runScheduled(ctx context.Context, at time.Time) {
 		}
 		rev, err := d.lock.Create(ctx, natsx.LockKey, []byte(d.owner+" "+runID))
 		if err == nil {
+			// A holder records its report before it releases the lock, so
+			// a report that landed between the check above and this claim
+			// is visible now: the run is done, do not run it twice.
+			if d.p.reported(ctx, runID) {
+				d.log.Info("scheduled sync already ran", "run_id", runID)
+				d.release(ctx, rev)
+				return
+			}
 			d.holdAndRun(ctx, runID, rev)
 			return
 		}
@@ -116,6 +124,11 @@ func (d *daemon) holdAndRun(ctx context.Context, runID string, rev uint64) {
 	}
 	cancel()
 	<-done
+	d.release(ctx, rev)
+}
+
+// release deletes the lock key if it is still at our revision.
+func (d *daemon) release(ctx context.Context, rev uint64) {
 	dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer dcancel()
 	if err := d.lock.Delete(dctx, natsx.LockKey, jetstream.LastRevision(rev)); err != nil {

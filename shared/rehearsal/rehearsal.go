@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -37,13 +38,22 @@ const (
 // Env is a running rehearsal environment.
 type Env struct {
 	BinDir string
+	// Server is the NATS server (the first member of a cluster). RestartNATS
+	// replaces it: do not keep a copy across a restart.
 	Server *server.Server
-	NC     *nats.Conn
-	JS     jetstream.JetStream
-	OZmap  *ozmaptest.Server
-	Sytex  *sytextest.Server
+	// Servers are every member of a cluster (StartCluster); just Server
+	// otherwise. A test may shut members down.
+	Servers []*server.Server
+	NC      *nats.Conn
+	JS      jetstream.JetStream
+	OZmap   *ozmaptest.Server
+	Sytex   *sytextest.Server
 	// Extra environment for every program (overrides).
 	Extra map[string]string
+
+	natsURL  string // what the programs get as NATS_URL
+	storeDir string // the single server's JetStream directory
+	listen   string // the single server's host:port, kept across restarts
 
 	mu   sync.Mutex
 	logs bytes.Buffer // everything the programs printed
@@ -51,26 +61,103 @@ type Env struct {
 
 // Start starts NATS (data under dir) and the simulators.
 func Start(binDir, dir string) (*Env, error) {
-	s, err := natsx.StartEmbedded(natsx.EmbeddedOptions{StoreDir: filepath.Join(dir, "nats")})
+	storeDir := filepath.Join(dir, "nats")
+	s, err := natsx.StartEmbedded(natsx.EmbeddedOptions{StoreDir: storeDir})
 	if err != nil {
 		return nil, err
 	}
-	nc, err := nats.Connect(s.ClientURL())
+	e, err := newEnv(binDir, []*server.Server{s})
 	if err != nil {
-		s.Shutdown()
+		return nil, err
+	}
+	e.storeDir = storeDir
+	e.listen = s.Addr().String()
+	return e, nil
+}
+
+// StartCluster starts a JetStream cluster of n servers on loopback (data
+// under dir/nats-<i>) and the simulators. The programs get every server's
+// URL in NATS_URL and NATS_STREAM_REPLICAS=n.
+func StartCluster(binDir, dir string, n int) (*Env, error) {
+	if n < 1 {
+		return nil, errors.New("rehearsal: a cluster needs at least one server")
+	}
+	var servers []*server.Server
+	shutdown := func() {
+		for _, s := range servers {
+			s.Shutdown()
+			s.WaitForShutdown()
+		}
+	}
+	var routes []string
+	for i := 1; i <= n; i++ {
+		s, err := natsx.StartEmbedded(natsx.EmbeddedOptions{
+			StoreDir: filepath.Join(dir, "nats-"+strconv.Itoa(i)),
+			Name:     "rehearsal-" + strconv.Itoa(i), ClusterName: "rehearsal",
+			ClusterListen: "127.0.0.1:-1", Routes: routes,
+		})
+		if err != nil {
+			shutdown()
+			return nil, err
+		}
+		servers = append(servers, s)
+		routes = append(routes, "nats-route://"+s.ClusterAddr().String())
+	}
+	e, err := newEnv(binDir, servers)
+	if err != nil {
+		return nil, err
+	}
+	e.Extra["NATS_STREAM_REPLICAS"] = strconv.Itoa(n)
+	// The members must find each other and elect a JetStream meta leader
+	// before anything can be created.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for {
+		actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := e.JS.AccountInfo(actx)
+		acancel()
+		if err == nil {
+			return e, nil
+		}
+		select {
+		case <-ctx.Done():
+			e.Close()
+			return nil, fmt.Errorf("rehearsal: JetStream cluster not ready: %v", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func newEnv(binDir string, servers []*server.Server) (*Env, error) {
+	urls := make([]string, len(servers))
+	for i, s := range servers {
+		urls[i] = s.ClientURL()
+	}
+	natsURL := strings.Join(urls, ",")
+	shutdown := func() {
+		for _, s := range servers {
+			s.Shutdown()
+			s.WaitForShutdown()
+		}
+	}
+	// The tests restart and stop servers: keep reconnecting.
+	nc, err := nats.Connect(natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		shutdown()
 		return nil, err
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		nc.Close()
-		s.Shutdown()
+		shutdown()
 		return nil, err
 	}
 	return &Env{
-		BinDir: binDir, Server: s, NC: nc, JS: js,
-		OZmap: ozmaptest.NewServer(OZmapKey),
-		Sytex: sytextest.NewServer(SytexToken, SytexOrg),
-		Extra: map[string]string{},
+		BinDir: binDir, Server: servers[0], Servers: servers, NC: nc, JS: js,
+		OZmap:   ozmaptest.NewServer(OZmapKey),
+		Sytex:   sytextest.NewServer(SytexToken, SytexOrg),
+		Extra:   map[string]string{},
+		natsURL: natsURL,
 	}, nil
 }
 
@@ -79,14 +166,37 @@ func (e *Env) Close() {
 	e.OZmap.Close()
 	e.Sytex.Close()
 	e.NC.Close()
+	for _, s := range e.Servers {
+		s.Shutdown()
+		s.WaitForShutdown()
+	}
+}
+
+// RestartNATS shuts the (single) NATS server down, keeps it down for down,
+// and starts it again on the same address with the same store directory, as
+// an operator restarting NATS does. Programs and e.NC reconnect by
+// themselves. Not for clusters: shut members down through Servers instead.
+func (e *Env) RestartNATS(down time.Duration) error {
+	if e.storeDir == "" || len(e.Servers) != 1 {
+		return errors.New("rehearsal: RestartNATS needs an environment from Start")
+	}
 	e.Server.Shutdown()
 	e.Server.WaitForShutdown()
+	time.Sleep(down)
+	// Go listens with SO_REUSEADDR: the port just released is free again.
+	s, err := natsx.StartEmbedded(natsx.EmbeddedOptions{StoreDir: e.storeDir, Listen: e.listen})
+	if err != nil {
+		return fmt.Errorf("rehearsal: restart NATS on %s: %w", e.listen, err)
+	}
+	e.Server = s
+	e.Servers = []*server.Server{s}
+	return nil
 }
 
 // Environ is the environment the programs run with.
 func (e *Env) Environ() []string {
 	env := map[string]string{
-		"NATS_URL":              e.Server.ClientURL(),
+		"NATS_URL":              e.natsURL,
 		"OZMAP_URL":             e.OZmap.URL,
 		"OZMAP_API_KEY":         OZmapKey,
 		"OZMAP_PAGE_SIZE":       "100",
@@ -142,60 +252,98 @@ func (e *Env) Produce(ctx context.Context) (string, error) {
 	return out.String(), err
 }
 
-// Consumer is a running consumer process.
-type Consumer struct {
-	cmd  *exec.Cmd
-	done chan error
+// Process is a running producer daemon or consumer.
+type Process struct {
+	e      *Env
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once the process has exited
+	err    error         // its exit status, set before exited is closed
+	own    bytes.Buffer  // what it printed (stdout and stderr), under e.mu
 }
+
+// Consumer is a running consumer process.
+type Consumer = Process
 
 // StartConsumer starts a consumer process and waits until it is pulling.
 func (e *Env) StartConsumer(ctx context.Context) (*Consumer, error) {
-	cmd := exec.Command(filepath.Join(e.BinDir, "consumer"))
+	return e.startProcess(ctx, "consumer", nil, "consumer started")
+}
+
+// StartProducer starts a producer daemon (SYNC_SCHEDULE, SYNC_CATCHUP…
+// from Extra) and waits until it has planned its next sync or started a
+// catch-up.
+func (e *Env) StartProducer(ctx context.Context) (*Process, error) {
+	return e.startProcess(ctx, "producer", nil, "next sync scheduled", "catching up")
+}
+
+func (e *Env) startProcess(ctx context.Context, prog string, args []string, ready ...string) (*Process, error) {
+	cmd := exec.Command(filepath.Join(e.BinDir, prog), args...)
 	cmd.Env = e.Environ()
-	own := &bytes.Buffer{}
-	cmd.Stdout = lockedWriter{e, nil}
-	cmd.Stderr = lockedWriter{e, own}
+	p := &Process{e: e, cmd: cmd, exited: make(chan struct{})}
+	cmd.Stdout = lockedWriter{e, &p.own}
+	cmd.Stderr = lockedWriter{e, &p.own}
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	c := &Consumer{cmd: cmd, done: make(chan error, 1)}
-	go func() { c.done <- cmd.Wait() }()
+	go func() {
+		p.err = cmd.Wait()
+		close(p.exited)
+	}()
 	for {
-		e.mu.Lock()
-		started := bytes.Contains(own.Bytes(), []byte("consumer started"))
-		e.mu.Unlock()
-		if started {
-			return c, nil
+		out := p.Logs()
+		for _, r := range ready {
+			if strings.Contains(out, r) {
+				return p, nil
+			}
 		}
 		select {
-		case err := <-c.done:
-			return nil, fmt.Errorf("consumer exited at start: %v\n%s", err, own.String())
+		case <-p.exited:
+			return nil, fmt.Errorf("%s exited at start: %v\n%s", prog, p.err, p.Logs())
 		case <-ctx.Done():
-			c.Kill()
-			return nil, fmt.Errorf("consumer not started: %w", ctx.Err())
+			p.Kill()
+			return nil, fmt.Errorf("%s not started: %w\n%s", prog, ctx.Err(), p.Logs())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }
 
-// Stop sends SIGTERM and waits for the exit (killing it after timeout).
-func (c *Consumer) Stop(timeout time.Duration) error {
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+// Logs returns what this process printed so far.
+func (p *Process) Logs() string {
+	p.e.mu.Lock()
+	defer p.e.mu.Unlock()
+	return p.own.String()
+}
+
+// Running reports whether the process has not exited.
+func (p *Process) Running() bool {
 	select {
-	case err := <-c.done:
-		return err
-	case <-time.After(timeout):
-		_ = c.cmd.Process.Kill()
-		<-c.done
-		return errors.New("consumer did not exit after SIGTERM within " + timeout.String())
+	case <-p.exited:
+		return false
+	default:
+		return true
 	}
 }
 
-// Kill sends SIGKILL (a crash).
-func (c *Consumer) Kill() {
-	_ = c.cmd.Process.Kill()
-	<-c.done
-	c.done <- errors.New("killed")
+// Stop sends SIGTERM and waits for the exit (killing it after timeout). It
+// returns nil only for an exit with status 0.
+func (p *Process) Stop(timeout time.Duration) error {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-p.exited:
+		return p.err
+	case <-t.C:
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		return errors.New(filepath.Base(p.cmd.Path) + " did not exit after SIGTERM within " + timeout.String())
+	}
+}
+
+// Kill sends SIGKILL (a crash) and waits for the process to go.
+func (p *Process) Kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.exited
 }
 
 // Backlog is the work the consumers still have: pending plus unacked.
