@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -73,6 +74,8 @@ func (b Box) Validate() error {
 		errs = append(errs, errors.New("name: empty (give the box a name in OZmap)"))
 	case !utf8.ValidString(b.Name):
 		errs = append(errs, errors.New("name: not valid UTF-8"))
+	case strings.TrimSpace(b.Name) != b.Name:
+		errs = append(errs, fmt.Errorf("name: %q has leading or trailing spaces, which Sytex trims: the element could never be found by this name again (remove them in OZmap)", truncate(b.Name, 60)))
 	case utf8.RuneCountInString(b.Name) > MaxNameLen:
 		errs = append(errs, fmt.Errorf("name: %d characters, more than the %d allowed", utf8.RuneCountInString(b.Name), MaxNameLen))
 	}

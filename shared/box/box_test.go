@@ -58,3 +58,16 @@ func TestNamesAreNeverSubjectTokens(t *testing.T) {
 		t.Fatalf("subject %q", got)
 	}
 }
+
+func TestNameWithOuterSpacesIsInvalid(t *testing.T) {
+	for _, name := range []string{" CTO-1", "CTO-1 ", "\tCTO-1", "CTO-1\n"} {
+		b := Box{Schema: SchemaVersion, ID: "5da61d35493d9c0006665404", Name: name, Latitude: -27.5, Longitude: -48.5}
+		if err := b.Validate(); err == nil || !strings.Contains(err.Error(), "leading or trailing spaces") {
+			t.Errorf("name %q: %v", name, err)
+		}
+	}
+	b := Box{Schema: SchemaVersion, ID: "5da61d35493d9c0006665404", Name: "CTO 1 . * > /é", Latitude: -27.5, Longitude: -48.5}
+	if err := b.Validate(); err != nil {
+		t.Errorf("inner spaces and symbols are fine: %v", err)
+	}
+}

@@ -173,8 +173,8 @@ func TestHostileNamesSyncExactly(t *testing.T) {
 		ex.Want[name] = sytexElement(b, scenario.NETypes["CTO"])
 	}
 	// Sytex trims names: one with outer spaces could never be found again
-	// by its exact name, so it is dead-lettered instead of duplicated on
-	// every sync.
+	// by its exact name, so the producer dead-letters it as an invalid row
+	// (an edit in OZmap cures it) instead of duplicating it on every sync.
 	padded := ozmaptest.Box{ID: ozmaptest.NewID(), Name: " CTO-PADDED ", Implanted: true, BoxType: types[0].ID,
 		Coords: []float64{-48.6, -27.7}}
 	env.OZmap.PutBox(padded)
@@ -202,8 +202,9 @@ func TestHostileNamesSyncExactly(t *testing.T) {
 				t.Errorf("%s: unexpected dead letter %v", pass, m.Header)
 			}
 		}
-		if len(padLetters) != 1 || !strings.Contains(padLetters[0].Header.Get(deadletter.HeaderError), "whitespace") {
-			t.Errorf("%s: letters for the box named %q: %d, want one saying why (whitespace)", pass, padded.Name, len(padLetters))
+		if len(padLetters) != 1 || padLetters[0].Header.Get(deadletter.HeaderKind) != string(deadletter.KindInvalidRow) ||
+			!strings.Contains(padLetters[0].Header.Get(deadletter.HeaderReason), "leading or trailing spaces") {
+			t.Errorf("%s: letters for the box named %q: %d, want one invalid-row letter saying why (spaces)", pass, padded.Name, len(padLetters))
 		}
 	}
 	check("first sync")
