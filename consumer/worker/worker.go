@@ -6,6 +6,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -325,18 +326,69 @@ var errSuperseded = errors.New("superseded by a newer version on the stream")
 // its box's latest version: the producer published a newer one (the stream
 // keeps one message per box) or withdrew the box (a losing duplicate name,
 // an invalid row). Writing it would put stale or forbidden data in Sytex,
-// possibly concurrently with the newer version. A direct get costs one local
-// round trip; if it fails for another reason the box is processed.
+// possibly concurrently with the newer version. If the check fails for
+// another reason the box is processed.
+//
+// The fast check is a direct get, which any replica of a clustered stream
+// may answer, including a follower that has not stored this message yet: it
+// would say "not found". Skipping on that answer would lose the box, so a
+// "superseded" answer is confirmed by the stream leader before the box is
+// skipped (the rare path).
 func (w *Worker) superseded(ctx context.Context, m jetstream.Msg) bool {
 	meta, err := m.Metadata()
 	if err != nil || w.stream == nil {
 		return false
 	}
+	ours := meta.Sequence.Stream
 	last, err := w.stream.GetLastMsgForSubject(ctx, m.Subject())
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return true
+	switch {
+	case err == nil && last.Sequence == ours:
+		return false
+	case err != nil && !errors.Is(err, jetstream.ErrMsgNotFound):
+		return false
 	}
-	return err == nil && last.Sequence != meta.Sequence.Stream
+	seq, found, err := w.leaderLastSeq(ctx, m.Subject())
+	if err != nil {
+		w.log.Debug("superseded check: the stream leader did not answer; processing the box", "subject", m.Subject(), "err", err)
+		return false
+	}
+	return !found || seq > ours
+}
+
+// leaderLastSeq asks the work stream's leader (the non-direct message get
+// API) for the sequence of the last message on subject.
+func (w *Worker) leaderLastSeq(ctx context.Context, subject string) (seq uint64, found bool, err error) {
+	req, _ := json.Marshal(struct {
+		LastBySubject string `json:"last_by_subj"`
+	}{subject})
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := w.js.Conn().RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+natsx.WorkStream, req)
+	if err != nil {
+		return 0, false, err
+	}
+	var r struct {
+		Message *struct {
+			Sequence uint64 `json:"seq"`
+		} `json:"message"`
+		Error *struct {
+			Code        int    `json:"code"`
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(resp.Data, &r); err != nil {
+		return 0, false, fmt.Errorf("message get: %w", err)
+	}
+	switch {
+	case r.Error != nil && r.Error.ErrCode == int(jetstream.JSErrCodeMessageNotFound):
+		return 0, false, nil
+	case r.Error != nil:
+		return 0, false, fmt.Errorf("message get: %d %s", r.Error.Code, r.Error.Description)
+	case r.Message == nil:
+		return 0, false, errors.New("message get: empty answer")
+	}
+	return r.Message.Sequence, true, nil
 }
 
 // probeName is what the half-open probe searches for: any name works, the

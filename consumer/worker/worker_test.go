@@ -320,3 +320,30 @@ func TestOlderVersionHeldThroughAnOutageIsNotWritten(t *testing.T) {
 		t.Fatalf("Sytex writes %+v; want one create of v2 only", c)
 	}
 }
+
+// The leader check that confirms a "superseded" answer before a box is
+// skipped: the latest sequence of a subject, or not found once purged.
+func TestLeaderLastSeq(t *testing.T) {
+	r := newRig(t, Options{}) // the worker syncs the box meanwhile; the stream keeps it
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b := testBox(1, "CTO-1")
+	subj := box.Subject(natsx.WorkSubject, b.ID)
+	publishBox(t, r.js, b)
+	b.Latitude = -27.9
+	publishBox(t, r.js, b)
+	seq, found, err := r.worker.leaderLastSeq(ctx, subj)
+	if err != nil || !found || seq != 2 {
+		t.Fatalf("leaderLastSeq = %d, %v, %v; want 2, found", seq, found, err)
+	}
+	s, err := r.js.Stream(ctx, natsx.WorkStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Purge(ctx, jetstream.WithPurgeSubject(subj)); err != nil {
+		t.Fatal(err)
+	}
+	if _, found, err := r.worker.leaderLastSeq(ctx, subj); err != nil || found {
+		t.Fatalf("after purge: found %v, err %v", found, err)
+	}
+}

@@ -123,6 +123,7 @@ func run(t *testing.T, ctx context.Context, environ []string, prog string, args 
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	res := cmdResult{stdout: stdout.String(), stderr: stderr.String()}
+	rehearsal.SaveLog(prog, append(stdout.Bytes(), stderr.Bytes()...))
 	var ee *exec.ExitError
 	switch {
 	case err == nil:

@@ -160,6 +160,7 @@ func runCLI(t *testing.T, ctx context.Context, env *rehearsal.Env, cli, line str
 	cmd.Env = cliEnv(t, env)
 	cmd.Stdin = strings.NewReader("")
 	out, err := cmd.CombinedOutput()
+	rehearsal.SaveLog("nats", out)
 	if err != nil {
 		t.Errorf("%s: %v\n%s", line, err, out)
 	}

@@ -161,8 +161,29 @@ func newEnv(binDir string, servers []*server.Server) (*Env, error) {
 	}, nil
 }
 
+// LogDirEnv names an environment variable: when it is set to a directory,
+// every Env leaves its programs' whole output there when closed, and
+// SaveLog writes there. `make test` sets it and greps the result for the
+// test secrets, so a leak anywhere in a full test run fails the build.
+const LogDirEnv = "REHEARSAL_LOG_DIR"
+
+// SaveLog keeps one program output in $REHEARSAL_LOG_DIR, if set.
+func SaveLog(name string, data []byte) {
+	dir := os.Getenv(LogDirEnv)
+	if dir == "" || len(data) == 0 {
+		return
+	}
+	f, err := os.CreateTemp(dir, name+"-*.log")
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	_, _ = f.Write(data)
+}
+
 // Close stops everything.
 func (e *Env) Close() {
+	SaveLog("env", []byte(e.Logs()))
 	e.OZmap.Close()
 	e.Sytex.Close()
 	e.NC.Close()
@@ -359,12 +380,22 @@ func (e *Env) Backlog(ctx context.Context) (uint64, error) {
 	return info.NumPending + uint64(info.NumAckPending), nil
 }
 
-// WaitIdle waits until the backlog is zero.
+// WaitIdle waits until every message of the work stream is done with:
+// nothing pending or unacknowledged, and the consumer's ack floor at the
+// stream's last sequence, twice in a row (a consumer leader elected a moment
+// ago may briefly report a stale state).
 func (e *Env) WaitIdle(ctx context.Context) error {
+	var n uint64
+	idle := 0
 	for {
-		n, err := e.Backlog(ctx)
-		if err == nil && n == 0 {
-			return nil
+		var err error
+		n, err = e.Backlog(ctx)
+		if err == nil && n == 0 && e.ackedToEnd(ctx) {
+			if idle++; idle >= 2 {
+				return nil
+			}
+		} else {
+			idle = 0
 		}
 		select {
 		case <-ctx.Done():
@@ -372,6 +403,28 @@ func (e *Env) WaitIdle(ctx context.Context) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// ackedToEnd reports whether sytex-upsert's ack floor reached the work
+// stream's last sequence.
+func (e *Env) ackedToEnd(ctx context.Context) bool {
+	s, err := e.JS.Stream(ctx, natsx.WorkStream)
+	if err != nil {
+		return false
+	}
+	si, err := s.Info(ctx)
+	if err != nil {
+		return false
+	}
+	c, err := e.JS.Consumer(ctx, natsx.WorkStream, natsx.UpsertConsumer)
+	if err != nil {
+		return false
+	}
+	ci, err := c.Info(ctx)
+	if err != nil {
+		return false
+	}
+	return ci.AckFloor.Stream >= si.State.LastSeq
 }
 
 // DeadLetters returns the DLQ's letters' box ids by kind.
