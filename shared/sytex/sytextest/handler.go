@@ -264,8 +264,8 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	var matches []elementJSON
 	var keys []*stored
-	for _, e := range s.elems {
-		name, code := strings.ToLower(e.Name), strings.ToLower(e.Code)
+	consider := func(e *stored) {
+		name, code := s.index.lower(e)
 		switch {
 		case q != "" && !strings.Contains(name, q) && !strings.Contains(code, q):
 		case codeContains != "" && !strings.Contains(code, codeContains):
@@ -274,6 +274,17 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		case neTypes != nil && !neTypes[e.NEType]:
 		default:
 			keys = append(keys, e)
+		}
+	}
+	if ids, ok := s.index.candidates(q); ok {
+		for id := range ids {
+			if e, ok := s.elems[id]; ok {
+				consider(e)
+			}
+		}
+	} else {
+		for _, e := range s.elems {
+			consider(e)
 		}
 	}
 	sortElements(keys, params.Get("ordering"))

@@ -41,6 +41,7 @@ type Server struct {
 	outage      bool
 	hang        chan struct{} // non-nil while hanging; closed to release
 	counts      Counts
+	index       nameIndex // finds search candidates without a full scan
 }
 
 type stored struct {
@@ -146,6 +147,7 @@ func (s *Server) Seed(e Element) Element {
 		st.Latitude, st.Longitude = 0, 0
 	}
 	s.elems[e.ID] = st
+	s.index.put(st)
 	return st.Element
 }
 

@@ -292,6 +292,7 @@ func (s *Server) apply(e *stored, c change) {
 			s.nextCoordID++
 		}
 	}
+	s.index.put(e)
 }
 
 func (s *Server) create(w http.ResponseWriter, fields map[string]json.RawMessage) {
