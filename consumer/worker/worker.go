@@ -216,9 +216,10 @@ func (w *Worker) handle(stop, work context.Context, m jetstream.Msg) {
 			fmt.Sprintf("message for box %s arrived on subject %s; box messages go on %s", b.ID, m.Subject(), box.Subject(natsx.WorkSubject, b.ID)), nil, attempts)
 		return
 	}
-	log := w.log.With("run_id", b.RunID, "box_id", b.ID)
+	// Built only when a line is logged: With costs an allocation per box.
+	log := func() *slog.Logger { return w.log.With("run_id", b.RunID, "box_id", b.ID) }
 
-	stopBeat := w.heartbeat(work, m)
+	stopBeat := w.heartbeat(m)
 	res, err := w.upsertHolding(stop, work, m, b)
 	stopBeat()
 
@@ -226,15 +227,19 @@ func (w *Worker) handle(stop, work context.Context, m jetstream.Msg) {
 	case errors.Is(err, errSuperseded):
 		// A newer version of the box (or its withdrawal by the producer)
 		// is on the stream; that is what Sytex must get, not this one.
-		log.Debug("box superseded on the stream; skipped")
+		if w.log.Enabled(work, slog.LevelDebug) {
+			log().Debug("box superseded on the stream; skipped")
+		}
 		_ = m.Ack()
 	case err == nil:
 		if aerr := m.DoubleAck(work); aerr != nil {
 			// The write happened; if the ack was lost the box is redelivered
 			// and the next upsert finds it unchanged. Nothing is doubled.
-			log.Warn("ack failed; the box will be redelivered and found unchanged", "err", aerr)
+			log().Warn("ack failed; the box will be redelivered and found unchanged", "err", aerr)
 		}
-		log.Debug("box synced", "outcome", res.Outcome, "sytex_id", res.ElementID)
+		if w.log.Enabled(work, slog.LevelDebug) {
+			log().Debug("box synced", "outcome", res.Outcome, "sytex_id", res.ElementID)
+		}
 		w.dlq.clear(work, b.ID)
 		w.emit(Event{Box: b, Result: res, Attempts: attempts})
 	case errors.As(err, new(permanentError)):
@@ -251,9 +256,9 @@ func (w *Worker) handle(stop, work context.Context, m jetstream.Msg) {
 			fmt.Sprintf("Sytex failed %d times (CONSUMER_MAX_ATTEMPTS); replay once Sytex is healthy", attempts), err, attempts)
 	default:
 		d := w.retryDelay(attempts, err)
-		log.Warn("upsert failed; will retry", "attempt", attempts, "retry_in", d.String(), "err", err)
+		log().Warn("upsert failed; will retry", "attempt", attempts, "retry_in", d.String(), "err", err)
 		if nerr := m.NakWithDelay(d); nerr != nil {
-			log.Warn("nak failed; the box is redelivered after the ack wait", "err", nerr)
+			log().Warn("nak failed; the box is redelivered after the ack wait", "err", nerr)
 		}
 		w.emit(Event{Box: b, Err: err, Retried: true, Attempts: attempts})
 	}
@@ -400,27 +405,34 @@ type permanentError struct{ error }
 
 func (e permanentError) Unwrap() error { return e.error }
 
-func (w *Worker) heartbeat(ctx context.Context, m jetstream.Msg) func() {
+// heartbeat tells JetStream every AckWait/3 that the message is still being
+// worked on, until the returned stop is called. A timer, not a goroutine: a
+// box upserted within AckWait/3 (nearly all) costs no wake-up at all.
+func (w *Worker) heartbeat(m jetstream.Msg) (stop func()) {
 	every := w.opt.AckWait / 3
 	if every <= 0 {
 		every = 10 * time.Second
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				_ = m.InProgress()
-			}
+	var mu sync.Mutex
+	stopped := false
+	var t *time.Timer
+	mu.Lock() // t is set before the callback can read it
+	defer mu.Unlock()
+	t = time.AfterFunc(every, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
 		}
-	}()
-	return func() { cancel(); <-done }
+		_ = m.InProgress()
+		t.Reset(every)
+	})
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
+	}
 }
 
 // retryDelay grows with the attempt (RetryBase·2^(n-1), capped at RetryMax),

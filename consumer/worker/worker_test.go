@@ -347,3 +347,32 @@ func TestLeaderLastSeq(t *testing.T) {
 		t.Fatalf("after purge: found %v, err %v", found, err)
 	}
 }
+
+// A box held longer than the ack wait is not handed to anyone else while
+// the heartbeat runs, and is once it stops.
+func TestHeartbeatKeepsTheBox(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js := natstest.Start(t, natsx.DefaultTopology())
+	publishBox(t, js, testBox(1, "CTO-1"))
+	cons, err := js.CreateOrUpdateConsumer(ctx, natsx.WorkStream, jetstream.ConsumerConfig{
+		Durable: "hb", AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Second, MaxDeliver: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &Worker{opt: Options{AckWait: time.Second}}
+	stop := w.heartbeat(m)
+	if again, err := cons.Next(jetstream.FetchMaxWait(2500 * time.Millisecond)); err == nil {
+		t.Fatalf("redelivered while heartbeating: %s", again.Subject())
+	}
+	stop()
+	again, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+	if err != nil {
+		t.Fatalf("not redelivered after the heartbeat stopped: %v", err)
+	}
+	_ = again.Ack()
+}

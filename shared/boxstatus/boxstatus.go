@@ -80,21 +80,44 @@ func Get(ctx context.Context, kv jetstream.KeyValue, boxID string) (Status, erro
 	return s, nil
 }
 
-// Writer writes statuses asynchronously.
+// Writer writes statuses asynchronously: Put publishes without waiting and
+// one goroutine checks the acknowledgements in order.
 type Writer struct {
 	js      jetstream.JetStream
 	log     *slog.Logger
+	futures chan pendingPut
 	pending sync.WaitGroup
 	failed  atomic.Int64
 	warned  atomic.Bool
 }
 
-// NewWriter writes statuses through js, into a bucket Open created.
+type pendingPut struct {
+	id string
+	f  jetstream.PubAckFuture
+}
+
+// NewWriter writes statuses through js, into a bucket Open created. js
+// should have an async publish timeout (jetstream.WithPublishAsyncTimeout),
+// or a status whose acknowledgement never comes is waited for forever.
 func NewWriter(js jetstream.JetStream, log *slog.Logger) *Writer {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Writer{js: js, log: log}
+	w := &Writer{js: js, log: log, futures: make(chan pendingPut, 1024)}
+	go w.collect()
+	return w
+}
+
+// collect checks acknowledgements for the life of the process.
+func (w *Writer) collect() {
+	for p := range w.futures {
+		select {
+		case <-p.f.Ok():
+		case err := <-p.f.Err():
+			w.fail(p.id, err)
+		}
+		w.pending.Done()
+	}
 }
 
 // Put records s. It does not wait for JetStream; Flush does. A box without a
@@ -119,14 +142,7 @@ func (w *Writer) Put(s Status) {
 		return
 	}
 	w.pending.Add(1)
-	go func() {
-		defer w.pending.Done()
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			w.fail(s.BoxID, err)
-		}
-	}()
+	w.futures <- pendingPut{s.BoxID, f}
 }
 
 func (w *Writer) fail(id string, err error) {

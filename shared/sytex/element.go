@@ -257,6 +257,22 @@ func decodeCoords(raw json.RawMessage) ([]NamedCoordinates, error) {
 // decodePage reads a DRF page {"next", "results"}; a bare list (an
 // unpaginated view) is accepted as a single page.
 func decodePage(raw []byte) (elems []Element, next string, err error) {
+	// Fast path: one pass over a well-formed page. Anything unusual goes
+	// the careful way below, for a precise error.
+	if firstByte(raw) == '{' {
+		var p struct {
+			Next    json.RawMessage   `json:"next"`
+			Results []json.RawMessage `json:"results"`
+		}
+		if json.Unmarshal(raw, &p) == nil && p.Results != nil {
+			if isNull(p.Next) {
+				return decodeItems(p.Results, "")
+			}
+			if next, ok := parseString(p.Next); ok {
+				return decodeItems(p.Results, next)
+			}
+		}
+	}
 	var results json.RawMessage
 	switch firstByte(raw) {
 	case '[':
@@ -283,6 +299,10 @@ func decodePage(raw []byte) (elems []Element, next string, err error) {
 	if err := json.Unmarshal(results, &items); err != nil {
 		return nil, "", shapeErr("results: %v", err)
 	}
+	return decodeItems(items, next)
+}
+
+func decodeItems(items []json.RawMessage, next string) (elems []Element, _ string, err error) {
 	elems = make([]Element, 0, len(items))
 	for _, it := range items {
 		e, err := decodeElement(it)
