@@ -12,9 +12,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/rehearsal"
@@ -26,14 +28,15 @@ func main() {
 	bin := flag.String("bin", "bin", "directory holding the producer and consumer binaries (make build)")
 	data := flag.String("data", "", "NATS data directory (default: a temporary directory, removed at exit)")
 	verbose := flag.Bool("v", false, "print the programs' logs")
+	keep := flag.Bool("keep", false, "after the demo, keep NATS and the simulators running and print the environment to try the README's commands against them (Ctrl-C ends)")
 	flag.Parse()
-	if err := demo(*bin, *data, *verbose); err != nil {
+	if err := demo(*bin, *data, *verbose, *keep); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
 }
 
-func demo(bin, data string, verbose bool) error {
+func demo(bin, data string, verbose, keep bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	if data == "" {
@@ -163,6 +166,9 @@ func demo(bin, data string, verbose bool) error {
 	}
 	fmt.Printf("  OK: Sytex holds exactly the %d eligible boxes (%d created, %d updated, %d unchanged), no duplicates, near misses untouched, nothing In project; %d dead letters with reasons\n",
 		len(ex.Want), len(ex.Created), len(ex.Updated), len(ex.Unchanged), got)
+	if keep {
+		return serve(env)
+	}
 	return nil
 }
 
@@ -186,4 +192,30 @@ func consume(ctx context.Context, env *rehearsal.Env) error {
 		return fmt.Errorf("consumers did not finish: %w\n%s", werr, env.Logs())
 	}
 	return nil
+}
+
+// serve keeps the environment up for an operator to try the README's
+// commands (bin/producer -once, bin/consumer replay, the nats CLI) until
+// Ctrl-C.
+func serve(env *rehearsal.Env) error {
+	fmt.Println("\n== kept running: paste these into another shell, then try the README's commands ==")
+	vars := env.Environ()
+	sort.Strings(vars)
+	for _, kv := range vars {
+		if !strings.HasPrefix(kv, "PATH=") && !strings.HasPrefix(kv, "HTTP_ADDR=") {
+			fmt.Println("export " + shellQuote(kv))
+		}
+	}
+	fmt.Println("# e.g.  bin/producer -once;  bin/consumer &;  nats kv get --raw OZMAP_SYNC_RUNS last;  bin/consumer replay -dry-run")
+	fmt.Println("Ctrl-C stops NATS and the simulators.")
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+	return nil
+}
+
+// shellQuote quotes NAME=value for a POSIX shell.
+func shellQuote(kv string) string {
+	name, value, _ := strings.Cut(kv, "=")
+	return name + "='" + strings.ReplaceAll(value, "'", `'\''`) + "'"
 }
