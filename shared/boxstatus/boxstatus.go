@@ -86,9 +86,13 @@ type Writer struct {
 	js      jetstream.JetStream
 	log     *slog.Logger
 	futures chan pendingPut
-	pending sync.WaitGroup
 	failed  atomic.Int64
 	warned  atomic.Bool
+
+	mu      sync.Mutex
+	sent    uint64        // puts handed to collect
+	checked uint64        // of those, acknowledged or failed
+	changed chan struct{} // closed and replaced when checked grows
 }
 
 type pendingPut struct {
@@ -103,7 +107,7 @@ func NewWriter(js jetstream.JetStream, log *slog.Logger) *Writer {
 	if log == nil {
 		log = slog.Default()
 	}
-	w := &Writer{js: js, log: log, futures: make(chan pendingPut, 1024)}
+	w := &Writer{js: js, log: log, futures: make(chan pendingPut, 4096), changed: make(chan struct{})}
 	go w.collect()
 	return w
 }
@@ -116,7 +120,11 @@ func (w *Writer) collect() {
 		case err := <-p.f.Err():
 			w.fail(p.id, err)
 		}
-		w.pending.Done()
+		w.mu.Lock()
+		w.checked++
+		close(w.changed)
+		w.changed = make(chan struct{})
+		w.mu.Unlock()
 	}
 }
 
@@ -141,8 +149,15 @@ func (w *Writer) Put(s Status) {
 		w.fail(s.BoxID, err)
 		return
 	}
-	w.pending.Add(1)
-	w.futures <- pendingPut{s.BoxID, f}
+	// Never block the caller (a worker): with the queue full, the status is
+	// still published, only its acknowledgement goes unchecked.
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	select {
+	case w.futures <- pendingPut{s.BoxID, f}:
+		w.sent++
+	default:
+	}
 }
 
 func (w *Writer) fail(id string, err error) {
@@ -156,14 +171,23 @@ func (w *Writer) fail(id string, err error) {
 // Failed is how many status writes failed.
 func (w *Writer) Failed() int64 { return w.failed.Load() }
 
-// Flush waits until every status put so far is stored or failed, or ctx ends.
+// Flush waits until every status put before it was called is stored or
+// failed, or ctx ends. Puts made meanwhile are not waited for.
 func (w *Writer) Flush(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() { w.pending.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return errors.New("box statuses still in flight: " + ctx.Err().Error())
+	w.mu.Lock()
+	target := w.sent
+	w.mu.Unlock()
+	for {
+		w.mu.Lock()
+		done, changed := w.checked >= target, w.changed
+		w.mu.Unlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return errors.New("box statuses still in flight: " + ctx.Err().Error())
+		}
 	}
 }

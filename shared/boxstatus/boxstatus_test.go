@@ -2,6 +2,7 @@ package boxstatus
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -50,5 +51,52 @@ func TestPutFlushGet(t *testing.T) {
 	keys, err := kv.Keys(ctx)
 	if err != nil || len(keys) != 1 {
 		t.Fatalf("keys %v, %v; want only the valid id", keys, err)
+	}
+}
+
+// Workers put while the recorder flushes every few seconds: no panic, and
+// each Flush returns once what was put before it is checked.
+func TestPutsDuringFlushes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js := natstest.Start(t, natsx.Topology{}, jetstream.WithPublishAsyncTimeout(5*time.Second))
+	if _, err := Open(ctx, js, 1); err != nil {
+		t.Fatal(err)
+	}
+	w := NewWriter(js, slog.New(slog.DiscardHandler))
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	for g := range 8 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				w.Put(Status{BoxID: fmt.Sprintf("%012x%012x", g+1, i%50+1), Outcome: Unchanged})
+				time.Sleep(100 * time.Microsecond) // a worker's pace, not a flood
+
+			}
+		}()
+	}
+	for range 40 {
+		fctx, fcancel := context.WithTimeout(ctx, 10*time.Second)
+		err := w.Flush(fctx)
+		fcancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	for range 8 {
+		<-done
+	}
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if w.Failed() != 0 {
+		t.Fatalf("%d puts failed", w.Failed())
 	}
 }
