@@ -240,7 +240,11 @@ func (w *Worker) handle(stop, work context.Context, m jetstream.Msg) {
 		if w.log.Enabled(work, slog.LevelDebug) {
 			log().Debug("box synced", "outcome", res.Outcome, "sytex_id", res.ElementID)
 		}
-		w.dlq.clear(work, b.ID)
+		if res.Outcome != upsert.WouldCreate && res.Outcome != upsert.WouldUpdate {
+			// Sytex now holds the box: an old letter about it is moot. A
+			// dry run wrote nothing, so the letter stays.
+			w.dlq.clear(work, b.ID)
+		}
 		w.emit(Event{Box: b, Result: res, Attempts: attempts})
 	case errors.As(err, new(permanentError)):
 		w.deadLetter(work, m, meta, b, deadletter.KindRejected, "internal error while upserting (a bug: report it with this letter)", err, attempts)
@@ -281,8 +285,21 @@ func (w *Worker) upsertHolding(stop, work context.Context, m jetstream.Msg, b bo
 		w.mu.Lock()
 		changed := w.breakerChanged
 		w.mu.Unlock()
-		if w.superseded(work, m) {
+		sup, serr := w.superseded(work, m)
+		if sup {
 			return res, errSuperseded
+		}
+		if serr != nil {
+			// The stream could not say whether this is still the box's
+			// latest version (a leader election): writing it might put a
+			// withdrawn box in Sytex. Keep it in hand and ask again.
+			w.log.Warn("cannot check the box is still current on the stream; holding it", "box_id", b.ID, "err", serr)
+			select {
+			case <-stop.Done():
+				return res, context.Canceled
+			case <-time.After(time.Second + jitter(time.Second)):
+			}
+			continue
 		}
 		res, err = w.up.Upsert(work, b)
 		refused := errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests)
@@ -331,33 +348,28 @@ var errSuperseded = errors.New("superseded by a newer version on the stream")
 // its box's latest version: the producer published a newer one (the stream
 // keeps one message per box) or withdrew the box (a losing duplicate name,
 // an invalid row). Writing it would put stale or forbidden data in Sytex,
-// possibly concurrently with the newer version. If the check fails for
-// another reason the box is processed.
+// possibly concurrently with the newer version.
 //
 // The fast check is a direct get, which any replica of a clustered stream
 // may answer, including a follower that has not stored this message yet: it
 // would say "not found". Skipping on that answer would lose the box, so a
 // "superseded" answer is confirmed by the stream leader before the box is
-// skipped (the rare path).
-func (w *Worker) superseded(ctx context.Context, m jetstream.Msg) bool {
+// skipped (the rare path). An error means neither could tell.
+func (w *Worker) superseded(ctx context.Context, m jetstream.Msg) (bool, error) {
 	meta, err := m.Metadata()
 	if err != nil || w.stream == nil {
-		return false
+		return false, nil
 	}
 	ours := meta.Sequence.Stream
 	last, err := w.stream.GetLastMsgForSubject(ctx, m.Subject())
-	switch {
-	case err == nil && last.Sequence == ours:
-		return false
-	case err != nil && !errors.Is(err, jetstream.ErrMsgNotFound):
-		return false
+	if err == nil && last.Sequence == ours {
+		return false, nil
 	}
 	seq, found, err := w.leaderLastSeq(ctx, m.Subject())
 	if err != nil {
-		w.log.Debug("superseded check: the stream leader did not answer; processing the box", "subject", m.Subject(), "err", err)
-		return false
+		return false, err
 	}
-	return !found || seq > ours
+	return !found || seq > ours, nil
 }
 
 // leaderLastSeq asks the work stream's leader (the non-direct message get

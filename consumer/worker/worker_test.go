@@ -356,7 +356,7 @@ func TestHeartbeatKeepsTheBox(t *testing.T) {
 	js := natstest.Start(t, natsx.DefaultTopology())
 	publishBox(t, js, testBox(1, "CTO-1"))
 	cons, err := js.CreateOrUpdateConsumer(ctx, natsx.WorkStream, jetstream.ConsumerConfig{
-		Durable: "hb", AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Second, MaxDeliver: -1})
+		Durable: "hb", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 2 * time.Second, MaxDeliver: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,13 +364,13 @@ func TestHeartbeatKeepsTheBox(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &Worker{opt: Options{AckWait: time.Second}}
+	w := &Worker{opt: Options{AckWait: 2 * time.Second}}
 	stop := w.heartbeat(m)
-	if again, err := cons.Next(jetstream.FetchMaxWait(2500 * time.Millisecond)); err == nil {
+	if again, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second)); err == nil {
 		t.Fatalf("redelivered while heartbeating: %s", again.Subject())
 	}
 	stop()
-	again, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+	again, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
 	if err != nil {
 		t.Fatalf("not redelivered after the heartbeat stopped: %v", err)
 	}
