@@ -118,13 +118,15 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		return err
 	}
 	go sampleBacklog(ctx, conn, metrics)
-	go rec.Run(ctx, reportEvery)
+	recDone := make(chan struct{})
+	go func() { rec.Run(ctx, reportEvery); close(recDone) }()
 	if cfg.DryRun {
 		log.Warn("CONSUMER_DRY_RUN is on: computing outcomes, writing nothing to Sytex")
 	}
 	log.Info("consumer started", "concurrency", cfg.Concurrency, "stream", natsx.WorkStream, "consumer", natsx.UpsertConsumer, "dry_run", cfg.DryRun)
 	err = w.Run(ctx)
 	// Record the last counts and statuses before the connection closes.
+	<-recDone
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	rec.Flush(fctx)
 	cancel()

@@ -11,7 +11,10 @@ package outcomes
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"os"
 	"sync"
 	"time"
 
@@ -35,7 +38,12 @@ type Recorder struct {
 	Log    *slog.Logger
 
 	mu      sync.Mutex
-	pending map[string]runreport.Synced // by run id
+	pending map[string]runreport.Synced // by run id: counted, not yet sent
+
+	flushMu  sync.Mutex                 // one Flush at a time
+	writer   string                     // this process, in the reports' merged_batches
+	seq      uint64                     // the last batch number used
+	inflight map[string]runreport.Batch // by run id: sent, outcome unknown; retried as is
 }
 
 // Record is a worker.Options.OnEvent: it must not block.
@@ -115,6 +123,9 @@ func (r *Recorder) log() *slog.Logger {
 }
 
 // Run merges counts into the run reports every interval until ctx ends.
+// Each merge runs on its own deadline, not ctx: a write cut off by SIGTERM
+// may land anyway, and the batches make that safe, but a merge in progress
+// is better finished.
 func (r *Recorder) Run(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -123,15 +134,20 @@ func (r *Recorder) Run(ctx context.Context, every time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			r.Flush(ctx)
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), every+10*time.Second)
+			r.Flush(fctx)
+			cancel()
 		}
 	}
 }
 
 // Flush merges the counts gathered so far into the run reports and waits for
-// the box statuses in flight. Counts it could not merge are kept for the
-// next flush.
+// the box statuses in flight. A batch whose merge failed is kept and sent
+// again unchanged by the next Flush: if the failed write did land, the
+// report recognises the batch and does not count it twice.
 func (r *Recorder) Flush(ctx context.Context) {
+	r.flushMu.Lock()
+	defer r.flushMu.Unlock()
 	if r.Status != nil {
 		if err := r.Status.Flush(ctx); err != nil {
 			r.log().Warn("box statuses not all recorded", "err", err)
@@ -140,30 +156,45 @@ func (r *Recorder) Flush(ctx context.Context) {
 	if r.Runs == nil {
 		return
 	}
+	if r.writer == "" {
+		r.writer = writerID()
+	}
+	if r.inflight == nil {
+		r.inflight = map[string]runreport.Batch{}
+	}
 	r.mu.Lock()
-	batch := r.pending
-	r.pending = nil
+	for runID, d := range r.pending {
+		if _, busy := r.inflight[runID]; busy {
+			continue // its earlier batch must land first
+		}
+		r.seq++
+		r.inflight[runID] = runreport.Batch{Writer: r.writer, Seq: r.seq, DryRun: r.DryRun, Synced: d}
+		delete(r.pending, runID)
+	}
 	r.mu.Unlock()
-	for runID, d := range batch {
-		err := r.Runs.AddSynced(ctx, runID, d, r.DryRun)
-		if errors.Is(err, runreport.ErrLastStale) {
+	for runID, b := range r.inflight {
+		err := r.Runs.Merge(ctx, runID, b)
+		switch {
+		case errors.Is(err, runreport.ErrLastStale):
 			r.log().Warn("run counts recorded; the \"last\" report lags until the next update", "run_id", runID, "err", err)
-			continue
-		}
-		if err != nil {
+		case err != nil:
 			r.log().Warn("could not add counts to the run report; will retry", "run_id", runID, "err", err)
-			r.mu.Lock()
-			if r.pending == nil {
-				r.pending = map[string]runreport.Synced{}
-			}
-			cur := r.pending[runID]
-			cur.Add(d)
-			r.pending[runID] = cur
-			r.mu.Unlock()
 			continue
 		}
+		delete(r.inflight, runID)
+		d := b.Synced
 		r.log().Info("run counts recorded", "run_id", runID, "created", d.Created, "updated", d.Updated,
 			"unchanged", d.Unchanged, "dead_lettered", d.DeadLettered, "would_create", d.WouldCreate,
-			"would_update", d.WouldUpdate, "retries", d.Retries)
+			"would_update", d.WouldUpdate, "retries", d.Retries, "dry_run", r.DryRun)
 	}
+}
+
+// writerID names this process in the reports: host, pid and a random part
+// (a restarted process with a reused pid is another writer).
+func writerID() string {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "consumer"
+	}
+	return fmt.Sprintf("%s-%d-%04x", host, os.Getpid(), rand.IntN(1<<16))
 }

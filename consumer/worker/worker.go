@@ -6,7 +6,6 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -372,40 +371,17 @@ func (w *Worker) superseded(ctx context.Context, m jetstream.Msg) (bool, error) 
 	return !found || seq > ours, nil
 }
 
-// leaderLastSeq asks the work stream's leader (the non-direct message get
-// API) for the sequence of the last message on subject.
+// leaderLastSeq asks the work stream's leader for the sequence of the last
+// message on subject.
 func (w *Worker) leaderLastSeq(ctx context.Context, subject string) (seq uint64, found bool, err error) {
-	req, _ := json.Marshal(struct {
-		LastBySubject string `json:"last_by_subj"`
-	}{subject})
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	resp, err := w.js.Conn().RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+natsx.WorkStream, req)
+	m, err := natsx.LeaderGetLast(ctx, w.js.Conn(), natsx.WorkStream, subject)
+	if errors.Is(err, natsx.ErrNoMessage) {
+		return 0, false, nil
+	}
 	if err != nil {
 		return 0, false, err
 	}
-	var r struct {
-		Message *struct {
-			Sequence uint64 `json:"seq"`
-		} `json:"message"`
-		Error *struct {
-			Code        int    `json:"code"`
-			ErrCode     int    `json:"err_code"`
-			Description string `json:"description"`
-		} `json:"error"`
-	}
-	if err := json.Unmarshal(resp.Data, &r); err != nil {
-		return 0, false, fmt.Errorf("message get: %w", err)
-	}
-	switch {
-	case r.Error != nil && r.Error.ErrCode == int(jetstream.JSErrCodeMessageNotFound):
-		return 0, false, nil
-	case r.Error != nil:
-		return 0, false, fmt.Errorf("message get: %d %s", r.Error.Code, r.Error.Description)
-	case r.Message == nil:
-		return 0, false, errors.New("message get: empty answer")
-	}
-	return r.Message.Sequence, true, nil
+	return m.Sequence, true, nil
 }
 
 // probeName is what the half-open probe searches for: any name works, the

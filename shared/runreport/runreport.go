@@ -16,10 +16,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/natsx"
@@ -104,6 +106,20 @@ type Report struct {
 	DryRun *Synced `json:"dry_run,omitempty"`
 	// Revision of run.<id> this report was copied from (in "last" only).
 	Revision uint64 `json:"revision,omitempty"`
+	// Merged is, per consumer process, the last of its count batches merged
+	// in: a batch retried after an ambiguous failure (a timeout on a write
+	// that landed) is recognised and not counted twice.
+	Merged map[string]uint64 `json:"merged_batches,omitempty"`
+}
+
+// Batch is one consumer process's counts for one run since its last merge.
+// Writer names the process; Seq grows with every batch it sends, and a
+// failed batch is retried unchanged, with the same Seq.
+type Batch struct {
+	Writer string
+	Seq    uint64
+	DryRun bool
+	Synced Synced
 }
 
 // Ended reports whether the producer finished the run (successfully or
@@ -116,8 +132,17 @@ const LastKey = "last"
 // Key is the key of a run's report.
 func Key(runID string) string { return "run." + runID }
 
-// Store reads and writes run reports.
-type Store struct{ kv jetstream.KeyValue }
+// Store reads and writes run reports. Reads go to the bucket's stream
+// leader: a KV get may be answered by a lagging replica, and a stale read
+// here would make a finished run look unfinished (and run again) or leave
+// "last" behind.
+type Store struct {
+	kv jetstream.KeyValue
+	nc *nats.Conn
+}
+
+// kvStream is the stream behind the bucket.
+const kvStream = "KV_" + natsx.RunsBucket
 
 // Open opens (creating if needed) the OZMAP_SYNC_RUNS bucket.
 func Open(ctx context.Context, js jetstream.JetStream, replicas int) (*Store, error) {
@@ -125,7 +150,7 @@ func Open(ctx context.Context, js jetstream.JetStream, replicas int) (*Store, er
 	if err != nil {
 		return nil, err
 	}
-	return &Store{kv: kv}, nil
+	return &Store{kv: kv, nc: js.Conn()}, nil
 }
 
 // ValidRunID reports whether id can be a key token: what RunIDFor and
@@ -159,18 +184,22 @@ func (s *Store) Last(ctx context.Context) (Report, error) {
 var ErrNotFound = errors.New("no such run report")
 
 func (s *Store) get(ctx context.Context, key string) (Report, uint64, error) {
-	e, err := s.kv.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	m, err := natsx.LeaderGetLast(ctx, s.nc, kvStream, "$KV."+natsx.RunsBucket+"."+key)
+	if errors.Is(err, natsx.ErrNoMessage) {
 		return Report{}, 0, ErrNotFound
 	}
 	if err != nil {
 		return Report{}, 0, fmt.Errorf("read %s %s: %w", natsx.RunsBucket, key, err)
 	}
-	var r Report
-	if err := json.Unmarshal(e.Value(), &r); err != nil {
-		return Report{}, e.Revision(), fmt.Errorf("%s %s holds %d bytes that are not a run report: %w", natsx.RunsBucket, key, len(e.Value()), err)
+	if op := m.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+		// Deleted by hand: the next write must not assume the key is absent.
+		return Report{}, m.Sequence, fmt.Errorf("%s %s: %w (deleted)", natsx.RunsBucket, key, ErrNotFound)
 	}
-	return r, e.Revision(), nil
+	var r Report
+	if err := json.Unmarshal(m.Data, &r); err != nil {
+		return Report{}, m.Sequence, fmt.Errorf("%s %s holds %d bytes that are not a run report: %w", natsx.RunsBucket, key, len(m.Data), err)
+	}
+	return r, m.Sequence, nil
 }
 
 // maxConflicts bounds compare-and-set retries; each conflict means another
@@ -179,19 +208,20 @@ const maxConflicts = 50
 
 // update applies change to key's report with compare-and-set, creating it
 // when missing, and returns the stored report and its revision.
-func (s *Store) update(ctx context.Context, key string, change func(*Report)) (Report, uint64, error) {
-	for range maxConflicts {
+func (s *Store) update(ctx context.Context, key string, change func(*Report) bool) (Report, uint64, error) {
+	for try := range maxConflicts {
 		cur, rev, err := s.get(ctx, key)
 		switch {
-		case errors.Is(err, ErrNotFound):
-			rev = 0
-		case err != nil && rev == 0:
+		case err != nil && rev == 0 && !errors.Is(err, ErrNotFound):
 			return Report{}, 0, err
 		case err != nil:
-			// Unreadable value: replace it rather than wedge the key.
+			// Missing, deleted or unreadable: start afresh (a revision
+			// other than 0 still guards the write).
 			cur = Report{}
 		}
-		change(&cur)
+		if !change(&cur) {
+			return cur, rev, nil // nothing to write
+		}
 		data, err := json.Marshal(cur)
 		if err != nil {
 			return Report{}, 0, err
@@ -203,6 +233,7 @@ func (s *Store) update(ctx context.Context, key string, change func(*Report)) (R
 			nrev, err = s.kv.Update(ctx, key, data, rev)
 		}
 		if isConflict(err) {
+			backoff(ctx, try)
 			continue
 		}
 		if err != nil {
@@ -213,10 +244,23 @@ func (s *Store) update(ctx context.Context, key string, change func(*Report)) (R
 	return Report{}, 0, fmt.Errorf("write %s %s: too many concurrent writers", natsx.RunsBucket, key)
 }
 
+// isConflict reports a compare-and-set that lost to another writer: the key
+// exists (create), or its revision moved (update). A replicated stream
+// reports the latter as 10164 while the other write is still in flight.
 func isConflict(err error) bool {
 	var apiErr *jetstream.APIError
-	return errors.Is(err, jetstream.ErrKeyExists) ||
-		errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) ||
+		errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == 10164)
+}
+
+// backoff waits a little after a lost compare-and-set, longer each time, so
+// writers that collide do not collide again in lockstep.
+func backoff(ctx context.Context, try int) {
+	d := time.Duration(1+rand.IntN(5*(try+1))) * time.Millisecond
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
 }
 
 // RecordRun stores the producer's summary in the run's report (keeping what
@@ -225,32 +269,43 @@ func (s *Store) RecordRun(ctx context.Context, sum Summary) (Report, error) {
 	if !ValidRunID(sum.RunID) {
 		return Report{}, fmt.Errorf("run id %q cannot be a report key", sum.RunID)
 	}
-	_, _, err := s.update(ctx, Key(sum.RunID), func(r *Report) { r.Summary = sum })
+	_, _, err := s.update(ctx, Key(sum.RunID), func(r *Report) bool { r.Summary = sum; return true })
 	if err != nil {
 		return Report{}, err
 	}
 	return s.copyToLast(ctx, sum.RunID, true)
 }
 
-// AddSynced adds consumer counts to a run's report: to its dry-run part
-// when dryRun.
-func (s *Store) AddSynced(ctx context.Context, runID string, d Synced, dryRun bool) error {
+// Merge adds a consumer batch to its run's report (to the dry-run part
+// when b.DryRun), unless that batch was merged already.
+func (s *Store) Merge(ctx context.Context, runID string, b Batch) error {
 	if !ValidRunID(runID) {
 		return fmt.Errorf("run id %q cannot be a report key", runID)
 	}
-	if d.IsZero() {
+	if b.Synced.IsZero() {
 		return nil
 	}
-	_, _, err := s.update(ctx, Key(runID), func(r *Report) {
+	_, _, err := s.update(ctx, Key(runID), func(r *Report) bool {
+		if b.Writer != "" && r.Merged[b.Writer] >= b.Seq {
+			return false // a retry of a batch that landed
+		}
 		r.RunID = runID
 		switch {
-		case !dryRun:
-			r.Synced.Add(d)
+		case !b.DryRun:
+			r.Synced.Add(b.Synced)
 		case r.DryRun == nil:
+			d := b.Synced
 			r.DryRun = &d
 		default:
-			r.DryRun.Add(d)
+			r.DryRun.Add(b.Synced)
 		}
+		if b.Writer != "" {
+			if r.Merged == nil {
+				r.Merged = map[string]uint64{}
+			}
+			r.Merged[b.Writer] = b.Seq
+		}
+		return true
 	})
 	if err != nil {
 		return err
@@ -259,6 +314,12 @@ func (s *Store) AddSynced(ctx context.Context, runID string, d Synced, dryRun bo
 		return fmt.Errorf("%w: %w", ErrLastStale, err)
 	}
 	return nil
+}
+
+// AddSynced adds counts with no batch identity (tests, tools): not safe to
+// retry after an ambiguous failure.
+func (s *Store) AddSynced(ctx context.Context, runID string, d Synced, dryRun bool) error {
+	return s.Merge(ctx, runID, Batch{DryRun: dryRun, Synced: d})
 }
 
 // ErrLastStale says the counts were added to the run's report but "last"
@@ -271,7 +332,7 @@ var ErrLastStale = errors.New("counts recorded in the run report, but not copied
 // copies again until run.<id> stops changing under it, so "last" ends equal
 // to the run's final report whichever writer comes last.
 func (s *Store) copyToLast(ctx context.Context, runID string, producer bool) (Report, error) {
-	for range maxConflicts {
+	for try := range maxConflicts {
 		run, runRev, err := s.get(ctx, Key(runID))
 		if err != nil {
 			return Report{}, err
@@ -282,8 +343,11 @@ func (s *Store) copyToLast(ctx context.Context, runID string, producer bool) (Re
 			return Report{}, err
 		}
 		same := exists && last.RunID == runID
-		if same && last.Revision >= runRev || !same && !producer {
-			return run, nil // up to date, or "last" is another run
+		newer := exists && !same && last.Ended() && last.Started.After(run.Started)
+		if same && last.Revision >= runRev || !same && (!producer || newer) {
+			// Up to date; or "last" is another run, which only the
+			// producer replaces, and never by an older run.
+			return run, nil
 		}
 		run.Revision = runRev
 		data, err := json.Marshal(run)
@@ -296,6 +360,7 @@ func (s *Store) copyToLast(ctx context.Context, runID string, producer bool) (Re
 			_, err = s.kv.Update(ctx, LastKey, data, lastRev)
 		}
 		if isConflict(err) {
+			backoff(ctx, try)
 			continue
 		}
 		if err != nil {

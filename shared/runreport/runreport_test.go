@@ -2,9 +2,12 @@ package runreport
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/natsx"
 	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/natsx/natstest"
@@ -13,10 +16,22 @@ import (
 // Consumers merge counts while the producer records its summary: every count
 // lands once in run.<id>, and "last" ends equal to it, whoever wrote last.
 func TestConcurrentWritersLoseNothing(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	concurrentWriters(t, natstest.Start(t, natsx.Topology{}), 1)
+}
+
+// On a three-node cluster, with the bucket replicated, compare-and-set
+// conflicts come back as another error code while a write is in flight.
+func TestConcurrentWritersLoseNothingInACluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-node cluster")
+	}
+	concurrentWriters(t, natstest.StartCluster(t, 3), 3)
+}
+
+func concurrentWriters(t *testing.T, js jetstream.JetStream, replicas int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	js := natstest.Start(t, natsx.Topology{})
-	store, err := Open(ctx, js, 1)
+	store, err := Open(ctx, js, replicas)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +53,7 @@ func TestConcurrentWritersLoseNothing(t *testing.T) {
 				if w == 0 {
 					d = Synced{Updated: 3, Last: time.Now()}
 				}
-				if err := store.AddSynced(ctx, runID, d, false); err != nil {
+				if err := store.Merge(ctx, runID, Batch{Writer: fmt.Sprint("w", w), Seq: uint64(i + 1), Synced: d}); err != nil {
 					t.Error(err)
 					return
 				}
@@ -142,5 +157,58 @@ func TestDryRunCountsApart(t *testing.T) {
 	}
 	if r.DryRun == nil || *r.DryRun != (Synced{WouldCreate: 4, Unchanged: 2}) || r.Synced != (Synced{Created: 2, Unchanged: 1}) {
 		t.Fatalf("synced %+v, dry run %+v", r.Synced, r.DryRun)
+	}
+}
+
+// A batch retried after an ambiguous failure (its write landed, the answer
+// was lost) is counted once; the writer's next batch counts again.
+func TestRetriedBatchCountsOnce(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	store, err := Open(ctx, natstest.Start(t, natsx.Topology{}), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const id = "20261201T210000Z"
+	b := Batch{Writer: "host-1-ab12", Seq: 7, Synced: Synced{Created: 3}}
+	for range 3 {
+		if err := store.Merge(ctx, id, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := store.Merge(ctx, id, Batch{Writer: "host-2-cd34", Seq: 1, Synced: Synced{Created: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	b.Seq, b.Synced = 8, Synced{Updated: 2}
+	if err := store.Merge(ctx, id, b); err != nil {
+		t.Fatal(err)
+	}
+	r, err := store.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Synced.Created != 4 || r.Synced.Updated != 2 {
+		t.Fatalf("synced %+v; want created 4 (3 once, 1), updated 2", r.Synced)
+	}
+}
+
+// "last" is the newest run: an older run finishing late does not replace it.
+func TestOlderRunDoesNotReplaceLast(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	store, err := Open(ctx, natstest.Start(t, natsx.Topology{}), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	newer := Summary{RunID: "20261202T210000Z", Started: now, Finished: now.Add(time.Minute)}
+	older := Summary{RunID: "20261202T205500Z-once-ab12", Started: now.Add(-5 * time.Minute), Finished: now.Add(2 * time.Minute)}
+	for _, s := range []Summary{newer, older} {
+		if _, err := store.RecordRun(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if last, _ := store.Last(ctx); last.RunID != newer.RunID {
+		t.Fatalf("last = %s, want the newer run %s", last.RunID, newer.RunID)
 	}
 }

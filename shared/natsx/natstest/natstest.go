@@ -4,6 +4,8 @@ package natstest
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,4 +39,49 @@ func Start(t testing.TB, topo natsx.Topology, opts ...jetstream.JetStreamOpt) je
 		t.Fatal(err)
 	}
 	return js
+}
+
+// StartCluster returns a JetStream context connected to every member of a
+// fresh n-server JetStream cluster on loopback, once a meta leader is
+// elected (streams with n replicas can be created). Everything stops with
+// the test.
+func StartCluster(t testing.TB, n int, opts ...jetstream.JetStreamOpt) jetstream.JetStream {
+	t.Helper()
+	var routes, urls []string
+	for i := 1; i <= n; i++ {
+		s, err := natsx.StartEmbedded(natsx.EmbeddedOptions{
+			StoreDir: t.TempDir(), Name: fmt.Sprintf("natstest-%d", i), ClusterName: "natstest",
+			ClusterListen: "127.0.0.1:-1", Routes: routes,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+		routes = append(routes, "nats-route://"+s.ClusterAddr().String())
+		urls = append(urls, s.ClientURL())
+	}
+	nc, err := nats.Connect(strings.Join(urls, ","))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for {
+		actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := js.AccountInfo(actx)
+		acancel()
+		if err == nil {
+			return js
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("JetStream cluster not ready: %v", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
