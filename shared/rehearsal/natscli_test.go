@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/boxstatus"
 	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/rehearsal"
 	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/runreport"
@@ -189,7 +191,14 @@ func watchAdvisories(t *testing.T, ctx context.Context, env *rehearsal.Env, cli,
 		t.Fatal(err)
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	time.Sleep(time.Second) // let it subscribe
+	// Wait until the CLI has subscribed, or the advisory may come first.
+	for !cliSubscribed(env) {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s never subscribed", line)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 	// Replaying the rejected box makes the consumer terminate it again.
 	replay(t, ctx, env, "-reason", "rejected")
 	c, err := env.StartConsumer(ctx)
@@ -246,4 +255,18 @@ func boxStatus(t *testing.T, ctx context.Context, env *rehearsal.Env, id string)
 		t.Fatalf("status of box %s: %v", id, err)
 	}
 	return s
+}
+
+// cliSubscribed reports whether a NATS CLI connection holds a subscription.
+func cliSubscribed(env *rehearsal.Env) bool {
+	cz, err := env.Server.Connz(&server.ConnzOptions{})
+	if err != nil {
+		return false
+	}
+	for _, c := range cz.Conns {
+		if strings.Contains(c.Name, "NATS CLI") && c.NumSubs > 0 {
+			return true
+		}
+	}
+	return false
 }
