@@ -65,18 +65,63 @@ type Summary = runreport.Summary
 // SHA-256 instead of the name itself (a collision is 2^-64-unlikely).
 type nameKey [16]byte
 
+// winner is the index's entry for a name: the box that holds it so far. It
+// holds no pointer, so the garbage collector never scans the index, and an
+// entry (key and value) is 40 bytes.
 type winner struct {
-	id      string
+	id      packedID
 	updated int64 // UnixNano of OZmap updatedAt
 }
 
-// beats reports whether box (id, updated) wins over w: the latest updatedAt,
-// then the highest id.
+// packedID is a box id that passed box.ValidID (24 hex digits, either case)
+// in 16 bytes: the 12 bytes it spells, then a bit per digit saying it was an
+// upper-case letter, so the id comes back exactly as OZmap sent it (its
+// subject and its dead letters use it verbatim).
+type packedID [16]byte
+
+// packID packs a valid id; ok is false for anything else.
+func packID(id string) (p packedID, ok bool) {
+	if !box.ValidID(id) {
+		return p, false
+	}
+	for i := 0; i < 24; i++ {
+		c := id[i]
+		var v byte
+		switch {
+		case c <= '9':
+			v = c - '0'
+		case c >= 'a':
+			v = c - 'a' + 10
+		default:
+			v = c - 'A' + 10
+			p[12+i/8] |= 1 << (i % 8)
+		}
+		p[i/2] |= v << (4 * (1 - i%2))
+	}
+	return p, true
+}
+
+func (p packedID) String() string {
+	const lower, upper = "0123456789abcdef", "0123456789ABCDEF"
+	var b [24]byte
+	for i := range b {
+		v := p[i/2] >> (4 * (1 - i%2)) & 0xf
+		if p[12+i/8]&(1<<(i%8)) != 0 {
+			b[i] = upper[v]
+		} else {
+			b[i] = lower[v]
+		}
+	}
+	return string(b[:])
+}
+
+// beatenBy reports whether box (id, updated) wins over w: the latest
+// updatedAt, then the highest id (compared as the strings OZmap sent).
 func (w winner) beatenBy(id string, updated int64) bool {
 	if updated != w.updated {
 		return updated > w.updated
 	}
-	return id > w.id
+	return id > w.id.String()
 }
 
 // Run performs one full sync and returns its summary. It returns an error
@@ -161,17 +206,21 @@ func (r *Runner) run(ctx context.Context, log *slog.Logger, s *Summary) error {
 		sum := sha256.Sum256([]byte(b.Name))
 		key := nameKey(sum[:16])
 		upd := b.UpdatedAt.UnixNano()
+		pid, ok := packID(b.ID)
+		if !ok { // Validate refused it above; never reached
+			return fmt.Errorf("box id %q passed validation but is not 24 hex digits", b.ID)
+		}
 		w, seen := winners[key]
 		switch {
 		case !seen:
-			winners[key] = winner{id: b.ID, updated: upd}
+			winners[key] = winner{id: pid, updated: upd}
 			if err := pub.publish(b); err != nil {
 				return err
 			}
 		case !w.beatenBy(b.ID, upd):
 			s.Duplicates++
 			s.Skipped[SkipDuplicateName]++
-			if err := r.deadLetterDuplicate(ctx, b, w.id); err != nil {
+			if err := r.deadLetterDuplicate(ctx, b, w.id.String()); err != nil {
 				return err
 			}
 		default:
@@ -181,10 +230,10 @@ func (r *Runner) run(ctx context.Context, log *slog.Logger, s *Summary) error {
 			// it, and publish the winner.
 			s.Duplicates++
 			s.Skipped[SkipDuplicateName]++
-			if err := r.demote(ctx, pub, w.id, b); err != nil {
+			if err := r.demote(ctx, pub, w.id.String(), b); err != nil {
 				return err
 			}
-			winners[key] = winner{id: b.ID, updated: upd}
+			winners[key] = winner{id: pid, updated: upd}
 			if err := pub.publish(b); err != nil {
 				return err
 			}

@@ -102,17 +102,19 @@ func Subject(prefix, id string) string { return prefix + "." + id }
 // changed. The run id is left out on purpose: a rerun of an unchanged box must
 // produce the same message id so JetStream drops it as a duplicate.
 func (b Box) Fingerprint() string {
-	h := sha256.New()
-	for _, s := range []string{
-		b.ID, b.Name, b.TypeCode,
-		strconv.FormatFloat(b.Latitude, 'g', -1, 64),
-		strconv.FormatFloat(b.Longitude, 'g', -1, 64),
-		b.ProjectID, b.UpdatedAt.UTC().Format(time.RFC3339Nano),
-	} {
-		h.Write([]byte(s))
-		h.Write([]byte{0})
-	}
-	return hex.EncodeToString(h.Sum(nil)[:12])
+	// One buffer, one hash: the same bytes as writing each field and a
+	// zero byte to the hash in turn.
+	var arr [256]byte
+	buf := arr[:0]
+	buf = append(append(buf, b.ID...), 0)
+	buf = append(append(buf, b.Name...), 0)
+	buf = append(append(buf, b.TypeCode...), 0)
+	buf = append(strconv.AppendFloat(buf, b.Latitude, 'g', -1, 64), 0)
+	buf = append(strconv.AppendFloat(buf, b.Longitude, 'g', -1, 64), 0)
+	buf = append(append(buf, b.ProjectID...), 0)
+	buf = append(b.UpdatedAt.UTC().AppendFormat(buf, time.RFC3339Nano), 0)
+	sum := sha256.Sum256(buf)
+	return hex.EncodeToString(sum[:12])
 }
 
 // MsgID is the Nats-Msg-Id of the box's message: the box id plus its content
@@ -120,10 +122,106 @@ func (b Box) Fingerprint() string {
 // duplicates window is dropped, while a changed box always goes through.
 func (b Box) MsgID() string { return b.ID + "-" + b.Fingerprint() }
 
-// Encode returns the message body.
+// Encode returns the message body: the bytes json.Marshal makes of the box,
+// written directly when every string is plain (see appendPlain), otherwise
+// by json.Marshal itself.
 func (b Box) Encode() ([]byte, error) {
 	b.Schema = SchemaVersion
+	if out, ok := b.appendJSON(make([]byte, 0, 256)); ok {
+		return out, nil
+	}
 	return json.Marshal(b)
+}
+
+// appendJSON writes b as json.Marshal does; ok is false when a string needs
+// escaping, a float is not finite, or the time is outside what
+// time.Time.MarshalJSON accepts.
+func (b *Box) appendJSON(out []byte) ([]byte, bool) {
+	ok := true
+	str := func(s string) {
+		if !ok || !plain(s) {
+			ok = false
+			return
+		}
+		out = append(append(append(out, '"'), s...), '"')
+	}
+	flt := func(f float64) {
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			ok = false
+			return
+		}
+		out = appendFloat(out, f)
+	}
+	out = append(out, `{"schema":`...)
+	out = strconv.AppendInt(out, int64(b.Schema), 10)
+	out = append(out, `,"id":`...)
+	str(b.ID)
+	out = append(out, `,"name":`...)
+	str(b.Name)
+	if b.TypeCode != "" {
+		out = append(out, `,"type_code":`...)
+		str(b.TypeCode)
+	}
+	out = append(out, `,"latitude":`...)
+	flt(b.Latitude)
+	out = append(out, `,"longitude":`...)
+	flt(b.Longitude)
+	if b.ProjectID != "" {
+		out = append(out, `,"project_id":`...)
+		str(b.ProjectID)
+	}
+	out = append(out, `,"updated_at":`...)
+	out = append(out, '"')
+	n0 := len(out)
+	out = b.UpdatedAt.AppendFormat(out, time.RFC3339Nano)
+	// time.Time.MarshalJSON refuses what RFC 3339 cannot say: a year that
+	// is not 4 digits, a zone of 24 hours or more (or with seconds).
+	num2 := func(b []byte) byte { return 10*(b[0]-'0') + (b[1] - '0') }
+	switch {
+	case len(out) < n0+len("2006-01-02T15:04:05Z") || out[n0+len("9999")] != '-':
+		return nil, false
+	case out[len(out)-1] != 'Z':
+		c := out[len(out)-len("Z07:00")]
+		if ('0' <= c && c <= '9') || num2(out[len(out)-len("07:00"):]) >= 24 {
+			return nil, false
+		}
+	}
+	out = append(out, '"')
+	out = append(out, `,"run_id":`...)
+	str(b.RunID)
+	out = append(out, '}')
+	return out, ok
+}
+
+// plain reports whether json.Marshal writes s as it is between quotes:
+// printable ASCII without '"', '\' and the HTML characters it escapes.
+func plain(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			return false
+		}
+	}
+	return true
+}
+
+// appendFloat formats a finite float64 as encoding/json does.
+func appendFloat(out []byte, f float64) []byte {
+	abs := math.Abs(f)
+	fmt := byte('f')
+	if abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		fmt = 'e'
+	}
+	out = strconv.AppendFloat(out, f, fmt, -1, 64)
+	if fmt == 'e' {
+		// clean up e-09 to e-9
+		n := len(out)
+		if n >= 4 && out[n-4] == 'e' && out[n-3] == '-' && out[n-2] == '0' {
+			out[n-2] = out[n-1]
+			out = out[:n-1]
+		}
+	}
+	return out
 }
 
 // Decode parses and validates a message body. Any error means the message can

@@ -86,37 +86,61 @@ func jsonKind(raw json.RawMessage) string {
 	}
 }
 
+// members is a JSON object whose members are kept raw: object (a decoded
+// map, for the cold paths) or fields (the members a scan picked out).
+type members interface {
+	// member returns the raw member k; ok is false when it is absent.
+	member(k string) (v json.RawMessage, ok bool)
+}
+
 // object is a decoded JSON object whose members are kept raw.
 type object map[string]json.RawMessage
 
-// get returns the member, treating null like absence.
-func (o object) get(k string) (json.RawMessage, bool) {
+func (o object) member(k string) (json.RawMessage, bool) {
 	v, ok := o[k]
+	return v, ok
+}
+
+// fields is an object scanned for a fixed set of keys (see scanObject).
+type fields struct{ fieldSet }
+
+func (f *fields) member(k string) (json.RawMessage, bool) {
+	for i, name := range f.keys {
+		if name == k {
+			return f.vals[i], f.vals[i] != nil
+		}
+	}
+	return nil, false
+}
+
+// get returns the member, treating null like absence.
+func get(o members, k string) (json.RawMessage, bool) {
+	v, ok := o.member(k)
 	if !ok || jsonKind(v) == "null" {
 		return nil, false
 	}
 	return v, true
 }
 
-func (o object) str(k string) (string, bool, error) {
-	v, ok := o.get(k)
+func str(o members, k string) (string, bool, error) {
+	v, ok := get(o, k)
 	if !ok {
 		return "", false, nil
 	}
 	if jsonKind(v) != "string" {
 		return "", false, fieldErr(k, "want string, got %s", jsonKind(v))
 	}
-	var s string
-	if err := json.Unmarshal(v, &s); err != nil {
+	s, err := unquote(v)
+	if err != nil {
 		return "", false, fieldErr(k, "invalid string")
 	}
 	return s, true, nil
 }
 
 // id reads "id", falling back to "_id".
-func (o object) id(prefix string) (string, error) {
+func id(o members, prefix string) (string, error) {
 	for _, k := range []string{"id", "_id"} {
-		s, ok, err := o.str(k)
+		s, ok, err := str(o, k)
 		if err != nil {
 			var re *RowError
 			if errors.As(err, &re) {
@@ -134,6 +158,13 @@ func (o object) id(prefix string) (string, error) {
 	return "", fieldErr(prefix+"id", "missing")
 }
 
+func (o object) str(k string) (string, bool, error) { return str(o, k) }
+func (o object) id(prefix string) (string, error)   { return id(o, prefix) }
+func (o object) ref(k string) (string, error) {
+	id, _, err := ref(o, k, nil)
+	return id, err
+}
+
 // number accepts a JSON number or a numeric string ("-27.5"); it rejects
 // NaN and infinities.
 func number(field string, v json.RawMessage) (float64, error) {
@@ -142,7 +173,8 @@ func number(field string, v json.RawMessage) (float64, error) {
 	case "number":
 		s = string(bytes.TrimSpace(v))
 	case "string":
-		if err := json.Unmarshal(v, &s); err != nil {
+		var err error
+		if s, err = unquote(v); err != nil {
 			return 0, fieldErr(field, "invalid string")
 		}
 		s = strings.TrimSpace(s)
@@ -166,49 +198,67 @@ func checkLatLng(field string, lat, lng float64) error {
 	return nil
 }
 
+// refKeys are the members read from a populated reference (boxType,
+// project): its id, and boxType's code.
+var refKeys = []string{"id", "_id", "code"}
+
+// rowKeys are the members of a box row decodeBox reads.
+var rowKeys = []string{"id", "_id", "name", "implanted", "boxType", "project", "updatedAt", "coords", "lat", "lng"}
+
 // ref reads a reference that is an id string, a populated object, or null.
-func (o object) ref(k string) (id string, obj object, err error) {
-	v, ok := o.get(k)
+// A populated object's members (refKeys) are scanned into sub, when not nil,
+// and populated is true.
+func ref(o members, k string, sub *fields) (refID string, populated bool, err error) {
+	v, ok := get(o, k)
 	if !ok {
-		return "", nil, nil
+		return "", false, nil
 	}
 	switch jsonKind(v) {
 	case "string":
-		s, _, err := o.str(k)
-		return s, nil, err
+		s, _, err := str(o, k)
+		return s, false, err
 	case "object":
-		var sub object
-		if err := json.Unmarshal(v, &sub); err != nil {
-			return "", nil, fieldErr(k, "invalid object")
+		if sub == nil {
+			sub = newFields(refKeys, make([]json.RawMessage, len(refKeys)))
 		}
-		id, err := sub.id(k + ".")
-		return id, sub, err
+		if err := scanObject(v, &sub.fieldSet); err != nil {
+			return "", false, fieldErr(k, "invalid object")
+		}
+		refID, err := id(sub, k+".")
+		return refID, true, err
 	default:
-		return "", nil, fieldErr(k, "want id string or object, got %s", jsonKind(v))
+		return "", false, fieldErr(k, "want id string or object, got %s", jsonKind(v))
 	}
+}
+
+func newFields(keys []string, vals []json.RawMessage) *fields {
+	return &fields{fieldSet{keys: keys, vals: vals}}
 }
 
 // decodeBox decodes one row of GET /api/v2/boxes. It is strict about types
 // (a wrong-typed field is an error naming it) and tolerant about presence
 // (optional fields may be absent or null) and about numbers sent as strings.
+// Member names are matched exactly (as map keys, not as encoding/json's
+// case-insensitive struct fields); a repeated member's last value counts.
 func decodeBox(raw json.RawMessage) (Box, error) {
 	var b Box
 	if k := jsonKind(raw); k != "object" {
 		return b, &RowError{Reason: "want object, got " + k}
 	}
-	var o object
-	if err := json.Unmarshal(raw, &o); err != nil {
+	var vals [10]json.RawMessage
+	o := fields{fieldSet{keys: rowKeys, vals: vals[:]}}
+	if err := scanObject(raw, &o.fieldSet); err != nil {
 		return b, &RowError{Reason: "invalid JSON object"}
 	}
 	var err error
-	if b.ID, err = o.id(""); err != nil {
+	if b.ID, err = id(&o, ""); err != nil {
 		return b, err
 	}
-	if b.Name, _, err = o.str("name"); err != nil {
+	if b.Name, _, err = str(&o, "name"); err != nil {
 		return b, err
 	}
 
-	v, ok := o.get("implanted")
+	v, ok := get(&o, "implanted")
 	switch {
 	case !ok:
 		return b, fieldErr("implanted", "missing")
@@ -217,13 +267,15 @@ func decodeBox(raw json.RawMessage) (Box, error) {
 	}
 	b.Implanted = bytes.Equal(bytes.TrimSpace(v), []byte("true"))
 
-	id, typ, err := o.ref("boxType")
+	var subVals [3]json.RawMessage
+	typ := fields{fieldSet{keys: refKeys, vals: subVals[:]}}
+	typeID, populated, err := ref(&o, "boxType", &typ)
 	if err != nil {
 		return b, err
 	}
-	b.TypeID = id
-	if typ != nil {
-		if b.TypeCode, _, err = typ.str("code"); err != nil {
+	b.TypeID = typeID
+	if populated {
+		if b.TypeCode, _, err = str(&typ, "code"); err != nil {
 			var re *RowError
 			if errors.As(err, &re) {
 				re.Field = "boxType." + re.Field
@@ -231,11 +283,12 @@ func decodeBox(raw json.RawMessage) (Box, error) {
 			return b, err
 		}
 	}
-	if b.ProjectID, _, err = o.ref("project"); err != nil {
+	clear(subVals[:])
+	if b.ProjectID, _, err = ref(&o, "project", &typ); err != nil {
 		return b, err
 	}
 
-	if s, ok, err := o.str("updatedAt"); err != nil {
+	if s, ok, err := str(&o, "updatedAt"); err != nil {
 		return b, err
 	} else if ok {
 		t, perr := time.Parse(time.RFC3339Nano, s)
@@ -245,7 +298,7 @@ func decodeBox(raw json.RawMessage) (Box, error) {
 		b.UpdatedAt = t
 	}
 
-	if err := decodeCoords(o, &b); err != nil {
+	if err := decodeCoords(&o, &b); err != nil {
 		return b, err
 	}
 	return b, nil
@@ -253,17 +306,17 @@ func decodeBox(raw json.RawMessage) (Box, error) {
 
 // decodeCoords fills Lat/Lng, preferring coords [lng, lat] (GeoJSON order,
 // per OZmap's docs/BOX.md) over the top-level lat/lng.
-func decodeCoords(o object, b *Box) error {
+func decodeCoords(o members, b *Box) error {
 	var lat, lng float64
 	var haveLat, haveLng bool
-	if v, ok := o.get("lat"); ok {
+	if v, ok := get(o, "lat"); ok {
 		f, err := number("lat", v)
 		if err != nil {
 			return err
 		}
 		lat, haveLat = f, true
 	}
-	if v, ok := o.get("lng"); ok {
+	if v, ok := get(o, "lng"); ok {
 		f, err := number("lng", v)
 		if err != nil {
 			return err
@@ -271,12 +324,13 @@ func decodeCoords(o object, b *Box) error {
 		lng, haveLng = f, true
 	}
 
-	if v, ok := o.get("coords"); ok {
+	if v, ok := get(o, "coords"); ok {
 		if jsonKind(v) != "array" {
 			return fieldErr("coords", "want [lng, lat] array, got %s", jsonKind(v))
 		}
-		var parts []json.RawMessage
-		if err := json.Unmarshal(v, &parts); err != nil {
+		var buf [3]json.RawMessage
+		parts, err := scanArray(v, buf[:0])
+		if err != nil {
 			return fieldErr("coords", "invalid array")
 		}
 		switch {

@@ -357,8 +357,10 @@ func TestEarlyBreak(t *testing.T) {
 			break
 		}
 	}
-	if s.Requests() != 2 {
-		t.Errorf("%d requests after breaking on row 3, want 2", s.Requests())
+	// Pages 1 and 2, and perhaps page 3, read ahead while row 3 was
+	// handled (Boxes reads one page ahead), never more.
+	if r := s.Requests(); r < 2 || r > 3 {
+		t.Errorf("%d requests after breaking on row 3, want 2 or 3", r)
 	}
 }
 

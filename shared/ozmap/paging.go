@@ -95,8 +95,10 @@ type page struct {
 }
 
 // Boxes streams every box matching implanted==true (and, with
-// Options.ProjectIDs, belonging to one of those projects), page by page,
-// holding one page in memory at a time.
+// Options.ProjectIDs, belonging to one of those projects), page by page.
+// It reads one page ahead: while the caller consumes page n, page n+1 is
+// fetched and decoded in another goroutine, so at most two pages are in
+// memory (and at most one request is made that an early stop wastes).
 //
 // It follows hasNextPage when the server sends it and otherwise asks for
 // the next page until one comes back empty; it never assumes the server
@@ -121,28 +123,100 @@ func (c *Client) Boxes(ctx context.Context) iter.Seq2[Row, error] {
 			if len(filters) > 1 {
 				label = fmt.Sprintf(" (project ids %d-%d)", i*MaxProjectIDsPerQuery+1, min((i+1)*MaxProjectIDsPerQuery, len(c.projects)))
 			}
-			for rows, err := range c.pages(ctx, boxesPath, label, filter) {
+			decoded := func(ctx context.Context) iter.Seq2[[]pageRow, error] {
+				return func(yield func([]pageRow, error) bool) {
+					for rows, err := range c.pages(ctx, boxesPath, label, filter) {
+						if err != nil {
+							yield(nil, err)
+							return
+						}
+						if !yield(c.decodeRows(rows), nil) {
+							return
+						}
+					}
+				}
+			}
+			for rows, err := range ahead(ctx, decoded) {
 				if err != nil {
 					yield(Row{}, err)
 					return
 				}
-				for _, raw := range rows {
-					b, err := decodeBox(raw)
-					r := Row{Box: b}
-					if err != nil {
-						if p, ok := rowProject(raw); ok && !c.inProjects(p) {
-							dropped++
-							continue
-						}
-						r = Row{Err: err, Raw: c.rawForRow(raw)}
-					} else if !c.inProjects(b.ProjectID) {
+				for i := range rows {
+					if rows[i].dropped {
 						dropped++
 						continue
 					}
-					if !yield(r, nil) {
+					if !yield(rows[i].Row, nil) {
 						return
 					}
 				}
+			}
+		}
+	}
+}
+
+// pageRow is a decoded row, or one dropped for being outside ProjectIDs.
+type pageRow struct {
+	Row
+	dropped bool
+}
+
+// decodeRows decodes the rows of one page of boxes.
+func (c *Client) decodeRows(rows []json.RawMessage) []pageRow {
+	out := make([]pageRow, len(rows))
+	for i, raw := range rows {
+		b, err := decodeBox(raw)
+		r := &out[i]
+		if err != nil {
+			if p, ok := rowProject(raw); ok && !c.inProjects(p) {
+				r.dropped = true
+				continue
+			}
+			r.Row = Row{Err: err, Raw: c.rawForRow(raw)}
+		} else if !c.inProjects(b.ProjectID) {
+			r.dropped = true
+		} else {
+			r.Box = b
+		}
+	}
+	return out
+}
+
+// ahead runs seq in a goroutine one element ahead of the caller: while the
+// caller handles element n, seq produces element n+1 and waits until the
+// caller asks for it. When the caller stops early, seq's context is
+// cancelled (an HTTP request in flight is abandoned) and ahead returns only
+// once the goroutine has ended. An error seq yields (a cancelled ctx
+// included) reaches the caller like any element.
+func ahead[T any](ctx context.Context, seq func(context.Context) iter.Seq2[T, error]) iter.Seq2[T, error] {
+	return func(yield func(T, error) bool) {
+		type item struct {
+			v   T
+			err error
+		}
+		ctx, cancel := context.WithCancel(ctx)
+		items := make(chan item)    // unbuffered: at most one element waits in the send
+		stop := make(chan struct{}) // the caller reads no more
+		done := make(chan struct{}) // the goroutine has ended
+		go func() {
+			defer close(done)
+			defer close(items)
+			for v, err := range seq(ctx) {
+				select {
+				case items <- item{v, err}:
+				case <-stop:
+					return
+				}
+			}
+		}()
+		defer func() {
+			close(stop)
+			cancel()
+			<-done
+		}()
+		for it := range items {
+			if !yield(it.v, it.err) {
+				return
 			}
 		}
 	}
@@ -155,7 +229,7 @@ func rowProject(raw json.RawMessage) (string, bool) {
 	if jsonKind(raw) != "object" || json.Unmarshal(raw, &o) != nil {
 		return "", false
 	}
-	id, _, err := o.ref("project")
+	id, err := o.ref("project")
 	return id, err == nil && id != ""
 }
 
@@ -309,8 +383,9 @@ func (c *Client) getPage(ctx context.Context, u *url.URL, route, op string) (pag
 	return p, err
 }
 
-// wireEnvelope decodes a page in one pass over the body; rows are copied once
-// (each row's bytes) and the rest of the body is not kept.
+// wireEnvelope decodes a page: encoding/json checks the body and finds the
+// envelope's members, the rows array is split in one more pass (scanArray),
+// and the rows alias the body.
 type wireEnvelope struct {
 	Rows        wireRows        `json:"rows"`
 	Total       json.RawMessage `json:"total"`
@@ -329,7 +404,14 @@ func (r *wireRows) UnmarshalJSON(b []byte) error {
 	if r.kind != "array" {
 		return nil
 	}
-	return json.Unmarshal(b, &r.rows)
+	// One pass, no copy: the rows alias the body, which is this page's own
+	// buffer (readBody) and is not reused.
+	rows, err := scanArray(b, make([]json.RawMessage, 0, len(r.rows)))
+	if err != nil {
+		return err
+	}
+	r.rows = rows
+	return nil
 }
 
 // notJSON is a 2xx body that is not JSON at all (transient).
@@ -356,6 +438,10 @@ func (c *Client) parsePage(body []byte, ctype string) (page, error) {
 		}
 		return p, c.notJSON(body, ctype, "")
 	}
+	if p, ok := fastPage(trimmed); ok {
+		return p, nil
+	}
+	// Not valid JSON: encoding/json says what is wrong with it.
 	var env wireEnvelope
 	if err := json.Unmarshal(trimmed, &env); err != nil {
 		var (
@@ -379,19 +465,56 @@ func (c *Client) parsePage(body []byte, ctype string) (page, error) {
 		return p, c.badShape(body, ctype, fmt.Sprintf(`"rows" is a %s, want an array`, env.Rows.kind))
 	}
 	p.rows = env.Rows.rows
-	// Envelope fields are advisory; a wrong type reads as "absent", which
-	// falls back to paging until an empty page.
-	if v := env.Total; jsonKind(v) == "number" {
+	p.envelope(env.Total, env.HasNextPage, env.NextURL)
+	return p, nil
+}
+
+// envelopeKeys are the members of a page parsePage reads.
+var envelopeKeys = []string{"rows", "total", "hasNextPage", "nextUrl"}
+
+// fastPage parses a page body in one pass (scanObject), exactly as
+// json.Unmarshal into wireEnvelope would: member names matched as struct
+// fields are (case-insensitively), the last of a repeated member counting,
+// and a null "rows" after an array keeping that array's rows (the
+// Unmarshaler ignores null). The rows alias body. ok is false when body is
+// not valid JSON or not a usable page; parsePage then lets encoding/json
+// produce the error.
+func fastPage(body []byte) (p page, ok bool) {
+	var vals, arrays [4]json.RawMessage
+	f := fieldSet{keys: envelopeKeys, vals: vals[:], fold: true, arrays: arrays[:]}
+	if scanObject(body, &f) != nil {
+		return page{}, false
+	}
+	p = page{total: -1}
+	switch jsonKind(vals[0]) {
+	case "array", "null":
+		if arrays[0] != nil {
+			rows, err := scanArray(arrays[0], nil)
+			if err != nil {
+				return page{}, false
+			}
+			p.rows = rows
+		}
+	default: // absent or not an array: an error parsePage reports
+		return page{}, false
+	}
+	p.envelope(vals[1], vals[2], vals[3])
+	return p, true
+}
+
+// envelope reads the advisory members of a page; a wrong type reads as
+// "absent", which falls back to paging until an empty page.
+func (p *page) envelope(total, hasNextPage, nextURL json.RawMessage) {
+	if v := total; jsonKind(v) == "number" {
 		if t, err := strconv.ParseInt(string(bytes.TrimSpace(v)), 10, 64); err == nil && t >= 0 {
 			p.total = t
 		}
 	}
-	if v := env.HasNextPage; jsonKind(v) == "boolean" {
+	if v := hasNextPage; jsonKind(v) == "boolean" {
 		b := bytes.Equal(bytes.TrimSpace(v), []byte("true"))
 		p.hasNextPage = &b
 	}
-	if v := env.NextURL; jsonKind(v) == "string" {
-		_ = json.Unmarshal(v, &p.nextURL)
+	if v := nextURL; jsonKind(v) == "string" {
+		p.nextURL, _ = unquote(v)
 	}
-	return p, nil
 }
