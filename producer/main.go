@@ -87,8 +87,9 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		return err
 	}
 	p := &producer{
-		runner: &syncrun.Runner{OZmap: oz, JS: conn.JS, Log: log, Status: boxstatus.NewWriter(conn.JS, log), Pages: pages},
-		runs:   runs, log: log, stdout: stdout, metrics: metrics,
+		runner: &syncrun.Runner{OZmap: oz, JS: conn.JS, Log: log, Status: boxstatus.NewWriter(conn.JS, log), Pages: pages,
+			Partial: len(cfg.ProjectIDs()) > 0},
+		runs: runs, log: log, stdout: stdout, metrics: metrics,
 	}
 	if ids := cfg.ProjectIDs(); len(ids) > 0 {
 		log.Info("syncing only the OZmap projects in OZMAP_PROJECT_IDS", "projects", ids)

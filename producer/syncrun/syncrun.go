@@ -50,6 +50,10 @@ type Runner struct {
 	// Status, when set, records each box the producer dead-letters as the
 	// box's status.
 	Status *boxstatus.Writer
+	// Partial says the source returns only part of OZmap (OZMAP_PROJECT_IDS):
+	// the run cannot tell that a box of an earlier dead letter is fine now,
+	// so it keeps those letters.
+	Partial bool
 	// ProgressEvery is how often a long run logs its progress (0: 15s).
 	ProgressEvery time.Duration
 	// Pages, when set, is fed by the OZmap client (ozmap.Options.OnBoxPage)
@@ -243,11 +247,15 @@ func (r *Runner) run(ctx context.Context, log *slog.Logger, s *Summary) error {
 		return err
 	}
 	s.Published, s.Unchanged = pub.counts()
-	n, err := clearStaleProducerLetters(ctx, r.JS, s.RunID, s.Started)
-	if err != nil {
-		log.Warn("could not clear stale producer dead letters", "err", err)
+	if r.Partial {
+		log.Info("keeping earlier producer dead letters: this run saw only some OZmap projects")
+	} else {
+		n, err := clearStaleProducerLetters(ctx, r.JS, s.RunID, s.Started)
+		if err != nil {
+			log.Warn("could not clear stale producer dead letters", "err", err)
+		}
+		s.Cleared = n
 	}
-	s.Cleared = n
 	if r.Status != nil {
 		if err := r.Status.Flush(ctx); err != nil {
 			log.Warn("box statuses of dead-lettered rows not all recorded", "err", err)
