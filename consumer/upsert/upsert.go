@@ -74,6 +74,21 @@ func (u *Upserter) NEType(code string) (int64, error) {
 // box's element and the others are left alone: the sync never creates a
 // second one, and never deletes.
 func (u *Upserter) Upsert(ctx context.Context, b box.Box) (Result, error) {
+	return u.UpsertChecked(ctx, b, nil)
+}
+
+// UpsertChecked is Upsert with beforeWrite called just before a create or an
+// update (not when nothing differs); an error from it stops the upsert with
+// nothing written. The consumer checks there that the box is still current
+// on the stream: only a write can put stale data in Sytex, so an unchanged
+// box (most of them) costs no check.
+func (u *Upserter) UpsertChecked(ctx context.Context, b box.Box, beforeWrite func(context.Context) error) (Result, error) {
+	check := func() error {
+		if beforeWrite == nil || u.DryRun {
+			return nil
+		}
+		return beforeWrite(ctx)
+	}
 	neType, err := u.NEType(b.TypeCode)
 	if err != nil {
 		return Result{}, err
@@ -86,6 +101,9 @@ func (u *Upserter) Upsert(ctx context.Context, b box.Box) (Result, error) {
 	if len(found) == 0 {
 		if u.DryRun {
 			return Result{Outcome: WouldCreate}, nil
+		}
+		if err := check(); err != nil {
+			return Result{}, err
 		}
 		e, err := u.Sytex.Create(ctx, sytex.CreateRequest{
 			Name: b.Name, Code: b.Name, NETypeID: neType, Latitude: b.Latitude, Longitude: b.Longitude,
@@ -116,6 +134,9 @@ func (u *Upserter) Upsert(ctx context.Context, b box.Box) (Result, error) {
 	}
 	if u.DryRun {
 		return Result{Outcome: WouldUpdate, ElementID: e.ID, Changed: changed}, nil
+	}
+	if err := check(); err != nil {
+		return Result{}, err
 	}
 	if _, err := u.Sytex.Update(ctx, e.ID, p); err != nil {
 		return Result{}, err

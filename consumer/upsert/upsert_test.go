@@ -112,3 +112,26 @@ func TestDryRunWritesNothing(t *testing.T) {
 		t.Fatalf("dry run wrote: %+v", c)
 	}
 }
+
+// The consumer's "still current?" check runs only before a write, and an
+// error from it writes nothing.
+func TestBeforeWriteOnlyGuardsWrites(t *testing.T) {
+	u, sy := newUpserter(t)
+	sy.Seed(sytextest.Element{Name: "CTO-1", Code: "CTO-1", NEType: 321, Latitude: -27, Longitude: -48, HasCoords: true})
+	calls := 0
+	stale := errors.New("superseded")
+	check := func(context.Context) error { calls++; return stale }
+	ctx := context.Background()
+	if r, err := u.UpsertChecked(ctx, b("CTO-1", "CTO", -27, -48), check); err != nil || r.Outcome != Unchanged || calls != 0 {
+		t.Fatalf("unchanged: %+v, %v, %d checks", r, err, calls)
+	}
+	if _, err := u.UpsertChecked(ctx, b("CTO-1", "CTO", -28, -48), check); !errors.Is(err, stale) || calls != 1 {
+		t.Fatalf("update: %v, %d checks", err, calls)
+	}
+	if _, err := u.UpsertChecked(ctx, b("CTO-2", "CTO", -28, -48), check); !errors.Is(err, stale) || calls != 2 {
+		t.Fatalf("create: %v, %d checks", err, calls)
+	}
+	if c := sy.Counts(); c.Create+c.Update != 0 {
+		t.Fatalf("wrote despite the check: %+v", c)
+	}
+}

@@ -284,15 +284,24 @@ func (w *Worker) upsertHolding(stop, work context.Context, m jetstream.Msg, b bo
 		w.mu.Lock()
 		changed := w.breakerChanged
 		w.mu.Unlock()
-		sup, serr := w.superseded(work, m)
-		if sup {
-			return res, errSuperseded
+		res, err = w.up.UpsertChecked(work, b, func(ctx context.Context) error {
+			sup, err := w.superseded(ctx, m)
+			switch {
+			case sup:
+				return errSuperseded
+			case err != nil:
+				return &uncheckedError{err}
+			}
+			return nil
+		})
+		if errors.Is(err, errSuperseded) {
+			return res, err
 		}
-		if serr != nil {
+		if ue := (*uncheckedError)(nil); errors.As(err, &ue) {
 			// The stream could not say whether this is still the box's
 			// latest version (a leader election): writing it might put a
 			// withdrawn box in Sytex. Keep it in hand and ask again.
-			w.log.Warn("cannot check the box is still current on the stream; holding it", "box_id", b.ID, "err", serr)
+			w.log.Warn("cannot check the box is still current on the stream; holding it", "box_id", b.ID, "err", ue.err)
 			select {
 			case <-stop.Done():
 				return res, context.Canceled
@@ -300,7 +309,6 @@ func (w *Worker) upsertHolding(stop, work context.Context, m jetstream.Msg, b bo
 			}
 			continue
 		}
-		res, err = w.up.Upsert(work, b)
 		refused := errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests)
 		// A Sytex fault while the breaker is (now) open or half-open is an
 		// outage, not this box's problem: a failed probe, or the failure
@@ -339,6 +347,11 @@ func (w *Worker) upsertHolding(stop, work context.Context, m jetstream.Msg, b bo
 		}
 	}
 }
+
+// uncheckedError says the superseded check could not be made.
+type uncheckedError struct{ err error }
+
+func (e *uncheckedError) Error() string { return "cannot check the box is current: " + e.err.Error() }
 
 // errSuperseded says the message is no longer the box's latest version.
 var errSuperseded = errors.New("superseded by a newer version on the stream")
