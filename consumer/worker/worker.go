@@ -231,9 +231,11 @@ func (w *Worker) handle(stop, work context.Context, m jetstream.Msg) {
 		}
 		_ = m.Ack()
 	case err == nil:
-		if aerr := m.DoubleAck(work); aerr != nil {
-			// The write happened; if the ack was lost the box is redelivered
-			// and the next upsert finds it unchanged. Nothing is doubled.
+		// Not waited for (Ack, not DoubleAck): if an ack is lost, JetStream
+		// redelivers the box after the ack wait and the next upsert finds it
+		// unchanged, so confirming every ack would only hold a worker for
+		// one more round trip per box.
+		if aerr := m.Ack(); aerr != nil {
 			log().Warn("ack failed; the box will be redelivered and found unchanged", "err", aerr)
 		}
 		if w.log.Enabled(work, slog.LevelDebug) {

@@ -123,10 +123,17 @@ func (s *Server) pause(r *http.Request, d time.Duration) bool {
 	if d <= 0 {
 		return true
 	}
-	t := time.NewTimer(d)
+	// Go timers fire late by up to a millisecond or so (the poller's
+	// resolution, scheduling): 5% of a 20 ms latency. Aim early by the
+	// recent average lateness, so the delay a client sees averages d.
+	start := time.Now()
+	late := time.Duration(s.lateness.Load())
+	t := time.NewTimer(max(d-late, 0))
 	defer t.Stop()
 	select {
 	case <-t.C:
+		got := time.Since(start) - d // this pause's error
+		s.lateness.Store(int64(late + (got)/8))
 		return true
 	case <-r.Context().Done():
 		return false

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -35,6 +36,7 @@ type Server struct {
 	defPage     int
 	maxPage     int
 	latency     time.Duration
+	lateness    atomic.Int64 // average timer lateness of pauses, ns (see pause)
 	failStatus  int
 	failN       int
 	failFn      func(r *http.Request) (status int, body string, ok bool)
@@ -226,7 +228,8 @@ func (s *Server) FailMatching(fn func(r *http.Request) (status int, body string,
 	s.failFn = fn
 }
 
-// SetLatency delays every later answer by d.
+// SetLatency delays every later answer by d (on average: the simulator
+// corrects for its timers firing late).
 func (s *Server) SetLatency(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
