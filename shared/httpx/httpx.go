@@ -6,6 +6,7 @@ package httpx
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -39,4 +40,18 @@ func New(timeout time.Duration, caFile string, maxConns int) (*http.Client, erro
 		t.TLSClientConfig.RootCAs = pool
 	}
 	return &http.Client{Timeout: timeout, Transport: t}, nil
+}
+
+// IsCertError reports whether err is a TLS certificate verification failure
+// (an unknown authority, a wrong host name, an expired or invalid
+// certificate): the case where an error message should point at the CA
+// bundle setting.
+func IsCertError(err error) bool {
+	var (
+		unknownCA  x509.UnknownAuthorityError
+		hostErr    x509.HostnameError
+		invalidErr x509.CertificateInvalidError
+		verifyErr  *tls.CertificateVerificationError
+	)
+	return errors.As(err, &unknownCA) || errors.As(err, &hostErr) || errors.As(err, &invalidErr) || errors.As(err, &verifyErr)
 }

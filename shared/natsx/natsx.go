@@ -8,8 +8,6 @@ package natsx
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +16,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/httpx"
 )
 
 // Names of the JetStream objects. They are the operator's vocabulary (README,
@@ -189,7 +189,7 @@ func Connect(o ConnectOptions) (*nats.Conn, error) {
 	if err != nil {
 		hint := ""
 		switch {
-		case isCertError(err):
+		case httpx.IsCertError(err):
 			hint = " (the server's certificate is not trusted: set NATS_TLS_CA to the PEM bundle of the CA that signed it)"
 		case o.TLSCert == "" && (strings.Contains(err.Error(), "closed by remote after TLS handshake") || strings.Contains(err.Error(), "certificate required")):
 			hint = " (the server may require a client certificate: set NATS_TLS_CERT and NATS_TLS_KEY)"
@@ -197,17 +197,6 @@ func Connect(o ConnectOptions) (*nats.Conn, error) {
 		return nil, fmt.Errorf("connect to NATS at %s: %w%s", RedactURLs(o.URL), err, hint)
 	}
 	return nc, nil
-}
-
-// isCertError reports whether err is a TLS certificate verification failure.
-func isCertError(err error) bool {
-	var (
-		unknownCA  x509.UnknownAuthorityError
-		hostErr    x509.HostnameError
-		invalidErr x509.CertificateInvalidError
-		verifyErr  *tls.CertificateVerificationError
-	)
-	return errors.As(err, &unknownCA) || errors.As(err, &hostErr) || errors.As(err, &invalidErr) || errors.As(err, &verifyErr)
 }
 
 // RedactURLs hides user:password parts of NATS URLs so they can be logged.

@@ -2,8 +2,6 @@ package ozmap
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/httpx"
 )
 
 // ErrUnauthorized is matched (errors.Is) by every error caused by a 401 or
@@ -100,7 +100,7 @@ func IsTransient(err error) bool {
 		return true
 	}
 	// Certificate problems are configuration, not weather.
-	if isCertError(err) {
+	if httpx.IsCertError(err) {
 		return false
 	}
 	var ne net.Error
@@ -159,7 +159,7 @@ func (c *Client) opErr(op string, attempts int, err error) error {
 		msg = fmt.Sprintf("ozmap: %s: %v", op, err)
 	}
 	switch {
-	case isCertError(err):
+	case httpx.IsCertError(err):
 		msg += " (the server's certificate is not trusted: if OZmap uses a private CA, set OZMAP_CA_FILE to its PEM bundle)"
 	case errors.Is(err, ErrNotJSON) && !errors.Is(err, errShape):
 		msg += " (a proxy or maintenance page, or OZMAP_URL is not OZmap's API address, e.g. https://client.ozmap.com.br:9994)"
@@ -167,17 +167,6 @@ func (c *Client) opErr(op string, attempts int, err error) error {
 		msg += " (is OZMAP_URL OZmap's API address, e.g. https://client.ozmap.com.br:9994?)"
 	}
 	return &opError{msg: c.redact(msg), errs: errs}
-}
-
-// isCertError reports whether err is a TLS certificate verification failure.
-func isCertError(err error) bool {
-	var (
-		unknownCA  x509.UnknownAuthorityError
-		hostErr    x509.HostnameError
-		invalidErr x509.CertificateInvalidError
-		verifyErr  *tls.CertificateVerificationError
-	)
-	return errors.As(err, &unknownCA) || errors.As(err, &hostErr) || errors.As(err, &invalidErr) || errors.As(err, &verifyErr)
 }
 
 // parseRetryAfter reads a Retry-After value: delay-seconds or an HTTP date.

@@ -10,8 +10,6 @@ package sytex
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +18,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/httpx"
 )
 
 // Defaults and limits applied by New and FindByName.
@@ -431,21 +431,10 @@ func (e *transportError) Error() string {
 	if e.token != "" {
 		msg = strings.ReplaceAll(msg, e.token, "[REDACTED]")
 	}
-	if isCertError(e.err) {
+	if httpx.IsCertError(e.err) {
 		msg += " (the server's certificate is not trusted: if Sytex uses a private CA, set SYTEX_CA_FILE to its PEM bundle)"
 	}
 	return "sytex: " + e.method + " " + e.path + ": " + msg
-}
-
-// isCertError reports whether err is a TLS certificate verification failure.
-func isCertError(err error) bool {
-	var (
-		unknownCA  x509.UnknownAuthorityError
-		hostErr    x509.HostnameError
-		invalidErr x509.CertificateInvalidError
-		verifyErr  *tls.CertificateVerificationError
-	)
-	return errors.As(err, &unknownCA) || errors.As(err, &hostErr) || errors.As(err, &invalidErr) || errors.As(err, &verifyErr)
 }
 
 func (e *transportError) Unwrap() error { return e.err }
