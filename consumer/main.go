@@ -118,14 +118,19 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		return err
 	}
 	go sampleBacklog(ctx, conn, metrics)
+	// The recorder stops with the worker, not only with ctx: a worker that
+	// fails at start must not leave the process waiting for it.
+	rctx, stopRec := context.WithCancel(ctx)
+	defer stopRec()
 	recDone := make(chan struct{})
-	go func() { rec.Run(ctx, reportEvery); close(recDone) }()
+	go func() { rec.Run(rctx, reportEvery); close(recDone) }()
 	if cfg.DryRun {
 		log.Warn("CONSUMER_DRY_RUN is on: computing outcomes, writing nothing to Sytex")
 	}
 	log.Info("consumer started", "concurrency", cfg.Concurrency, "stream", natsx.WorkStream, "consumer", natsx.UpsertConsumer, "dry_run", cfg.DryRun)
 	err = w.Run(ctx)
 	// Record the last counts and statuses before the connection closes.
+	stopRec()
 	<-recDone
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	rec.Flush(fctx)

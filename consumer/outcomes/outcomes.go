@@ -148,16 +148,24 @@ func (r *Recorder) Run(ctx context.Context, every time.Duration) {
 func (r *Recorder) Flush(ctx context.Context) {
 	r.flushMu.Lock()
 	defer r.flushMu.Unlock()
-	if r.Status != nil {
-		if err := r.Status.Flush(ctx); err != nil {
-			r.log().Warn("box statuses not all recorded", "err", err)
+	// Counts first: box statuses slow to be acknowledged must not use up
+	// the deadline of the last merge at shutdown.
+	defer func() {
+		if r.Status != nil {
+			if err := r.Status.Flush(ctx); err != nil {
+				r.log().Warn("box statuses not all recorded", "err", err)
+			}
 		}
-	}
+	}()
 	if r.Runs == nil {
 		return
 	}
 	if r.writer == "" {
+		// A restarted container keeps its host name and pid 1: 64 random
+		// bits tell its incarnations apart, and batch numbers start from
+		// the clock, above any an earlier incarnation could have used.
 		r.writer = writerID()
+		r.seq = uint64(time.Now().UnixNano())
 	}
 	if r.inflight == nil {
 		r.inflight = map[string]runreport.Batch{}
@@ -196,5 +204,5 @@ func writerID() string {
 	if host == "" {
 		host = "consumer"
 	}
-	return fmt.Sprintf("%s-%d-%04x", host, os.Getpid(), rand.IntN(1<<16))
+	return fmt.Sprintf("%s-%d-%016x", host, os.Getpid(), rand.Uint64())
 }

@@ -78,16 +78,16 @@ func (u *Upserter) Upsert(ctx context.Context, b box.Box) (Result, error) {
 }
 
 // UpsertChecked is Upsert with beforeWrite called just before a create or an
-// update (not when nothing differs); an error from it stops the upsert with
-// nothing written. The consumer checks there that the box is still current
+// update, or where a dry run would make one (not when nothing differs); an
+// error from it stops the upsert with nothing written. The consumer checks there that the box is still current
 // on the stream: only a write can put stale data in Sytex, so an unchanged
 // box (most of them) costs no check.
 func (u *Upserter) UpsertChecked(ctx context.Context, b box.Box, beforeWrite func(context.Context) error) (Result, error) {
 	check := func() error {
-		if beforeWrite == nil || u.DryRun {
+		if beforeWrite == nil {
 			return nil
 		}
-		return beforeWrite(ctx)
+		return beforeWrite(ctx) // in a dry run too: a stale version is not counted
 	}
 	neType, err := u.NEType(b.TypeCode)
 	if err != nil {
@@ -99,11 +99,11 @@ func (u *Upserter) UpsertChecked(ctx context.Context, b box.Box, beforeWrite fun
 	}
 	want := sytex.Coordinates{Latitude: b.Latitude, Longitude: b.Longitude}
 	if len(found) == 0 {
-		if u.DryRun {
-			return Result{Outcome: WouldCreate}, nil
-		}
 		if err := check(); err != nil {
 			return Result{}, err
+		}
+		if u.DryRun {
+			return Result{Outcome: WouldCreate}, nil
 		}
 		e, err := u.Sytex.Create(ctx, sytex.CreateRequest{
 			Name: b.Name, Code: b.Name, NETypeID: neType, Latitude: b.Latitude, Longitude: b.Longitude,
@@ -132,11 +132,11 @@ func (u *Upserter) UpsertChecked(ctx context.Context, b box.Box, beforeWrite fun
 	if len(changed) == 0 {
 		return Result{Outcome: Unchanged, ElementID: e.ID}, nil
 	}
-	if u.DryRun {
-		return Result{Outcome: WouldUpdate, ElementID: e.ID, Changed: changed}, nil
-	}
 	if err := check(); err != nil {
 		return Result{}, err
+	}
+	if u.DryRun {
+		return Result{Outcome: WouldUpdate, ElementID: e.ID, Changed: changed}, nil
 	}
 	if _, err := u.Sytex.Update(ctx, e.ID, p); err != nil {
 		return Result{}, err

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/deadletter"
 	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/natsx"
 )
 
@@ -53,7 +54,11 @@ func (x *dlqIndex) run(ctx context.Context, every time.Duration) {
 	}
 }
 
-// clear removes the box's dead letter, if it has one.
+// clear removes the box's dead letter, if it has one and a consumer wrote
+// it. A producer's letter (a losing duplicate name, an invalid row) stays: an
+// upsert of an old message of that box proves nothing about it, and the
+// producer's next complete run clears it when the box is fine. The letter is
+// deleted by sequence, so one written meanwhile is never removed unread.
 func (x *dlqIndex) clear(ctx context.Context, boxID string) {
 	x.mu.Lock()
 	has := x.ids[boxID]
@@ -62,7 +67,11 @@ func (x *dlqIndex) clear(ctx context.Context, boxID string) {
 	if !has {
 		return
 	}
+	m, err := natsx.LeaderGetLast(ctx, x.js.Conn(), natsx.DLQStream, natsx.DLQSubject+"."+boxID)
+	if err != nil || deadletter.Source(m.Header.Get(deadletter.HeaderSource)) != deadletter.SourceConsumer {
+		return
+	}
 	if s, err := x.js.Stream(ctx, natsx.DLQStream); err == nil {
-		_ = s.Purge(ctx, jetstream.WithPurgeSubject(natsx.DLQSubject+"."+boxID))
+		_ = s.DeleteMsg(ctx, m.Sequence)
 	}
 }

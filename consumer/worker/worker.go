@@ -282,6 +282,7 @@ func (w *Worker) upsertHolding(stop, work context.Context, m jetstream.Msg, b bo
 			err = permanentError{err}
 		}
 	}()
+	warned := false
 	for {
 		w.mu.Lock()
 		changed := w.breakerChanged
@@ -303,7 +304,10 @@ func (w *Worker) upsertHolding(stop, work context.Context, m jetstream.Msg, b bo
 			// The stream could not say whether this is still the box's
 			// latest version (a leader election): writing it might put a
 			// withdrawn box in Sytex. Keep it in hand and ask again.
-			w.log.Warn("cannot check the box is still current on the stream; holding it", "box_id", b.ID, "err", ue.err)
+			if !warned {
+				w.log.Warn("cannot check the box is still current on the stream; holding it until it can", "box_id", b.ID, "err", ue.err)
+				warned = true
+			}
 			select {
 			case <-stop.Done():
 				return res, context.Canceled

@@ -376,3 +376,20 @@ func TestHeartbeatKeepsTheBox(t *testing.T) {
 	}
 	_ = again.Ack()
 }
+
+// A producer's letter (a losing duplicate) is not the consumer's to clear:
+// an upsert of an older message of that box proves nothing about it.
+func TestSuccessLeavesAProducerLetter(t *testing.T) {
+	r := newRig(t, Options{})
+	b := testBox(1, "CTO-LOSER")
+	body, _ := b.Encode()
+	if err := deadletter.Publish(context.Background(), r.js, body, deadletter.Letter{Kind: deadletter.KindDuplicateName, Source: deadletter.SourceProducer, BoxID: b.ID, Reason: "name used by another box"}); err != nil {
+		t.Fatal(err)
+	}
+	r.worker.dlq.refresh(context.Background())
+	publishBox(t, r.js, b)
+	idle(t, r.js, 10*time.Second)
+	if ls := letters(t, r.js); len(ls) != 1 || ls[0].Kind != deadletter.KindDuplicateName {
+		t.Fatalf("the producer's letter was removed: %+v", ls)
+	}
+}
