@@ -87,7 +87,8 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	if err != nil {
 		return err
 	}
-	if _, err := boxstatus.Open(ctx, conn.JS, cfg.NATS.Replicas); err != nil {
+	statuses, err := boxstatus.Open(ctx, conn.JS, cfg.NATS.Replicas)
+	if err != nil {
 		return err
 	}
 	rec := &outcomes.Recorder{Status: boxstatus.NewWriter(conn.JS, log), Runs: runs, DryRun: cfg.DryRun, Log: log}
@@ -99,6 +100,9 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		Concurrency: cfg.Concurrency, MaxAttempts: cfg.MaxAttempts,
 		RetryBase: cfg.RetryBase, RetryMax: cfg.RetryMax, AckWait: cfg.AckWait,
 		ShutdownTimeout: cfg.ShutdownTimeout, PauseReplicas: true, Log: log,
+		PriorAttempts: func(ctx context.Context, id string, seq uint64) (int, bool) {
+			return boxstatus.PriorAttempts(ctx, statuses, id, seq)
+		},
 		Breaker: worker.BreakerSettings{Failures: cfg.BreakerFails, OpenTimeout: cfg.BreakerOpenFor,
 			OnStateChange: func(_, to gobreaker.State) { metrics.BreakerState.Set(float64(to)) }},
 		OnEvent: func(e worker.Event) {

@@ -50,7 +50,7 @@ type Recorder struct {
 func (r *Recorder) Record(e worker.Event) {
 	now := time.Now().UTC()
 	st := boxstatus.Status{BoxID: e.Box.ID, Name: e.Box.Name, RunID: e.Box.RunID, At: now,
-		Attempts: e.Attempts, DryRun: r.DryRun, SytexID: e.Result.ElementID, Changed: e.Result.Changed}
+		Attempts: e.Attempts, StreamSeq: e.StreamSeq, DryRun: r.DryRun, SytexID: e.Result.ElementID, Changed: e.Result.Changed}
 	var d runreport.Synced
 	switch {
 	case e.Kind != "":

@@ -35,7 +35,10 @@ type Event struct {
 	Kind     deadletter.Kind // set when dead-lettered
 	Reason   string          // the dead letter's reason
 	Retried  bool            // handed back for a later attempt
-	Attempts int
+	Attempts int             // real attempts made, this one included
+	// StreamSeq is the message's sequence on the work stream (retried
+	// events): with the box id, what PriorAttempts is asked about.
+	StreamSeq uint64
 }
 
 // Options configure a Worker.
@@ -53,6 +56,13 @@ type Options struct {
 	PauseReplicas bool
 	OnEvent       func(Event)
 	Log           *slog.Logger
+	// PriorAttempts, when set, says how many failed attempts the message
+	// (box id, stream sequence) already had, as recorded in the box's status
+	// from Event.Attempts of retried events. Deliveries that were no attempt
+	// (a box handed back untried at a consumer's shutdown) then do not count
+	// towards MaxAttempts. ok is false when it cannot tell: JetStream's
+	// delivery count is used then.
+	PriorAttempts func(ctx context.Context, boxID string, streamSeq uint64) (n int, ok bool)
 }
 
 // Worker is one consumer process's pull loop.
@@ -256,17 +266,40 @@ func (w *Worker) handle(stop, work context.Context, m jetstream.Msg) {
 	case work.Err() != nil || stop.Err() != nil && errors.Is(err, context.Canceled):
 		// Shutting down: hand it back now for another replica.
 		_ = m.Nak()
-	case attempts >= w.opt.MaxAttempts:
-		w.deadLetter(work, m, meta, b, deadletter.KindExhausted,
-			fmt.Sprintf("Sytex failed %d times (CONSUMER_MAX_ATTEMPTS); replay once Sytex is healthy", attempts), err, attempts)
 	default:
+		attempts = w.realAttempts(work, b.ID, meta)
+		if attempts >= w.opt.MaxAttempts || int(meta.NumDelivered) >= maxDeliveriesFactor*w.opt.MaxAttempts {
+			w.deadLetter(work, m, meta, b, deadletter.KindExhausted,
+				fmt.Sprintf("Sytex failed %d times (CONSUMER_MAX_ATTEMPTS); replay once Sytex is healthy", attempts), err, attempts)
+			return
+		}
 		d := w.retryDelay(attempts, err)
 		log().Warn("upsert failed; will retry", "attempt", attempts, "retry_in", d.String(), "err", err)
 		if nerr := m.NakWithDelay(d); nerr != nil {
 			log().Warn("nak failed; the box is redelivered after the ack wait", "err", nerr)
 		}
-		w.emit(Event{Box: b, Err: err, Retried: true, Attempts: attempts})
+		w.emit(Event{Box: b, Err: err, Retried: true, Attempts: attempts, StreamSeq: meta.Sequence.Stream})
 	}
+}
+
+// maxDeliveriesFactor bounds deliveries when real attempts are counted from
+// box statuses: if those are lost, a failing box still ends in the DLQ.
+const maxDeliveriesFactor = 3
+
+// realAttempts is this delivery's attempt number, counting only deliveries
+// that were attempts: JetStream also counts a box handed back untried at a
+// consumer's shutdown. The failed attempts recorded before (PriorAttempts)
+// plus this one, never more than JetStream's count.
+func (w *Worker) realAttempts(ctx context.Context, boxID string, meta *jetstream.MsgMetadata) int {
+	delivered := int(meta.NumDelivered)
+	if w.opt.PriorAttempts == nil {
+		return delivered
+	}
+	prior, ok := w.opt.PriorAttempts(ctx, boxID, meta.Sequence.Stream)
+	if !ok {
+		return delivered
+	}
+	return min(prior+1, delivered)
 }
 
 // upsertHolding runs the upsert, and while the breaker refuses calls (open,

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,11 +34,14 @@ type rig struct {
 	done   chan error
 }
 
-func newRig(t *testing.T, opt Options) *rig {
+func newRig(t *testing.T, opt Options, before ...func(jetstream.JetStream)) *rig {
 	t.Helper()
 	topo := natsx.DefaultTopology()
 	topo.AckWait = 5 * time.Second
 	js := natstest.Start(t, topo)
+	for _, f := range before {
+		f(js)
+	}
 	sy := sytextest.NewServer(token, org)
 	t.Cleanup(sy.Close)
 	api, err := sytex.New(sytex.Options{BaseURL: sy.URL, Token: token, OrganizationID: org, HTTPClient: &http.Client{Timeout: 2 * time.Second}})
@@ -56,6 +61,7 @@ func newRig(t *testing.T, opt Options) *rig {
 		o.MaxAttempts = opt.MaxAttempts
 	}
 	o.OnEvent = opt.OnEvent
+	o.PriorAttempts = opt.PriorAttempts
 	w := New(js, cons, api, upsert.Upserter{NETypes: map[string]int64{"CTO": 321}}, o)
 	rctx, cancel := context.WithCancel(ctx)
 	r := &rig{js: js, sy: sy, worker: w, cancel: cancel, done: make(chan error, 1)}
@@ -391,5 +397,64 @@ func TestSuccessLeavesAProducerLetter(t *testing.T) {
 	idle(t, r.js, 10*time.Second)
 	if ls := letters(t, r.js); len(ls) != 1 || ls[0].Kind != deadletter.KindDuplicateName {
 		t.Fatalf("the producer's letter was removed: %+v", ls)
+	}
+}
+
+// Deliveries that were no attempt (a box handed back untried at a consumer's
+// shutdown) do not count towards CONSUMER_MAX_ATTEMPTS when the box's
+// earlier failed attempts are known (the consumer reads them from the box
+// status).
+func TestHandedBackDeliveriesAreNoAttempts(t *testing.T) {
+	var mu sync.Mutex
+	failed := map[string]Event{} // what the box status would hold
+	flaky := testBox(1, "FLAKY")
+	handBackTwice := func(js jetstream.JetStream) {
+		publishBox(t, js, flaky)
+		cons, err := js.Consumer(context.Background(), natsx.WorkStream, natsx.UpsertConsumer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 2 { // two consumers stopping with the box in hand
+			m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = m.Nak()
+		}
+	}
+	r := newRig(t, Options{MaxAttempts: 3,
+		OnEvent: func(e Event) {
+			if e.Retried {
+				mu.Lock()
+				failed[e.Box.ID] = e
+				mu.Unlock()
+			}
+		},
+		PriorAttempts: func(_ context.Context, id string, seq uint64) (int, bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			if e, ok := failed[id]; ok && e.StreamSeq == seq {
+				return e.Attempts, true
+			}
+			return 0, true
+		}}, handBackTwice)
+	var tries atomic.Int32
+	r.sy.FailMatching(func(req *http.Request) (int, string, bool) {
+		if contains(req.URL.RawQuery, "FLAKY") {
+			tries.Add(1)
+			return 500, `{"detail": "boom"}`, true
+		}
+		return 0, "", false
+	})
+	for i := 2; i < 6; i++ {
+		publishBox(t, r.js, testBox(i, fmt.Sprintf("CTO-%d", i)))
+	}
+	idle(t, r.js, 20*time.Second)
+	ls := letters(t, r.js)
+	if len(ls) != 1 || ls[0].Kind != deadletter.KindExhausted || ls[0].Attempts != 3 {
+		t.Fatalf("letters = %+v; want one max-attempts letter after 3 real attempts", ls)
+	}
+	if n := tries.Load(); n != 3 {
+		t.Fatalf("FLAKY was tried %d times, want 3 (the two hand-backs are no attempts)", n)
 	}
 }

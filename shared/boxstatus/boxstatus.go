@@ -48,6 +48,7 @@ type Status struct {
 	Error      string    `json:"error,omitempty"`
 	DeadLetter string    `json:"dead_letter,omitempty"` // the dead-letter kind, when Failed
 	Attempts   int       `json:"attempts,omitempty"`
+	StreamSeq  uint64    `json:"stream_seq,omitempty"` // the message on OZMAP_BOXES (retrying)
 	DryRun     bool      `json:"dry_run,omitempty"`
 }
 
@@ -78,6 +79,22 @@ func Get(ctx context.Context, kv jetstream.KeyValue, boxID string) (Status, erro
 		return Status{}, fmt.Errorf("status of box %s is not valid JSON: %w", boxID, err)
 	}
 	return s, nil
+}
+
+// PriorAttempts reads, from the box's status, how many failed attempts the
+// message at streamSeq already had: the attempts of a "retrying" status of
+// that same message, else 0. ok is false when the status cannot be read.
+func PriorAttempts(ctx context.Context, kv jetstream.KeyValue, boxID string, streamSeq uint64) (n int, ok bool) {
+	s, err := Get(ctx, kv, boxID)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return 0, true
+	case err != nil:
+		return 0, false
+	case s.Outcome == Retrying && s.StreamSeq == streamSeq:
+		return s.Attempts, true
+	}
+	return 0, true
 }
 
 // Writer writes statuses asynchronously: Put publishes without waiting and
