@@ -158,6 +158,9 @@ func (r *Runner) run(ctx context.Context, log *slog.Logger, s *Summary) error {
 	}
 	pub := newPublisher(r.JS)
 	defer pub.stop()
+	if pub.lettered, err = letteredBoxes(ctx, r.JS); err != nil {
+		log.Warn("could not list the boxes with dead letters; a withdrawn box that wins again may wait for the next night", "err", err)
+	}
 
 	winners := map[nameKey]winner{}
 	stopProgress := r.progress(ctx, log, s, pub)
@@ -441,6 +444,24 @@ type publisher struct {
 	published int
 	unchanged int
 	failed    []*nats.Msg
+	// lettered are the losing duplicates withdrawn by earlier runs. One
+	// that wins now may be published again unchanged within the duplicates
+	// window: its message id gets the run id, or JetStream would drop it as
+	// a duplicate of the withdrawn message.
+	lettered map[string]bool
+}
+
+// letteredBoxes lists the boxes the producer withdrew as losing duplicates
+// (their letters in the DLQ).
+func letteredBoxes(ctx context.Context, js jetstream.JetStream) (map[string]bool, error) {
+	ids := map[string]bool{}
+	err := deadletter.Scan(ctx, js, func(_ uint64, l deadletter.Letter, _ []byte) bool {
+		if l.Source == deadletter.SourceProducer && l.Kind == deadletter.KindDuplicateName && box.ValidID(l.BoxID) {
+			ids[l.BoxID] = true
+		}
+		return true
+	})
+	return ids, err
 }
 
 func newPublisher(js jetstream.JetStream) *publisher {
@@ -482,7 +503,11 @@ func (p *publisher) publish(b box.Box) error {
 	msg := &nats.Msg{Subject: box.Subject(natsx.WorkSubject, b.ID), Data: data}
 	// A long stall wait: when max-pending publishes are in flight (a
 	// leader election, a slow disk), wait for acks instead of failing.
-	f, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(b.MsgID()), jetstream.WithExpectStream(natsx.WorkStream),
+	id := b.MsgID()
+	if p.lettered[b.ID] {
+		id += "-" + b.RunID
+	}
+	f, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(natsx.WorkStream),
 		jetstream.WithStallWait(30*time.Second))
 	if err != nil {
 		return fmt.Errorf("publish box %s: %w", b.ID, err)

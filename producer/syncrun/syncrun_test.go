@@ -270,3 +270,28 @@ func (s *safeBuffer) Bytes() []byte {
 	defer s.mu.Unlock()
 	return bytes.Clone(s.b.Bytes())
 }
+
+// A losing duplicate was taken off the work stream. When it wins later the
+// same evening (the winner renamed in OZmap), it must be published again,
+// although nothing in it changed: the duplicates window still remembers its
+// first message.
+func TestWithdrawnBoxThatWinsAgainIsRepublished(t *testing.T) {
+	oz, r, js := setup(t)
+	old := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	oz.PutBox(ozBox("000000000000000000000001", "CTO-DUP", true, old))
+	oz.PutBox(ozBox("000000000000000000000002", "CTO-DUP", true, old.Add(time.Hour))) // wins
+	if _, err := r.Run(context.Background(), "run-1"); err != nil {
+		t.Fatal(err)
+	}
+	if workSubjects(t, js)["ozmap.boxes.000000000000000000000001"] {
+		t.Fatal("the loser is still on the work stream")
+	}
+	oz.PutBox(ozBox("000000000000000000000002", "CTO-DUP-RENAMED", true, old.Add(2*time.Hour)))
+	s, err := r.Run(context.Background(), "run-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !workSubjects(t, js)["ozmap.boxes.000000000000000000000001"] || s.Published != 2 {
+		t.Fatalf("box 1 not republished after winning again: %+v, work stream %v", s, workSubjects(t, js))
+	}
+}
