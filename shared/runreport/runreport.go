@@ -90,11 +90,6 @@ func (s *Synced) Add(d Synced) {
 	}
 }
 
-// Done is the number of the run's boxes the consumers finished with.
-func (s Synced) Done() int {
-	return s.Created + s.Updated + s.Unchanged + s.DeadLettered + s.WouldCreate + s.WouldUpdate
-}
-
 // IsZero reports whether nothing was counted.
 func (s Synced) IsZero() bool { return s == Synced{} }
 
@@ -314,12 +309,6 @@ func (s *Store) Merge(ctx context.Context, runID string, b Batch) error {
 		return fmt.Errorf("%w: %w", ErrLastStale, err)
 	}
 	return nil
-}
-
-// AddSynced adds counts with no batch identity (tests, tools): not safe to
-// retry after an ambiguous failure.
-func (s *Store) AddSynced(ctx context.Context, runID string, d Synced, dryRun bool) error {
-	return s.Merge(ctx, runID, Batch{DryRun: dryRun, Synced: d})
 }
 
 // ErrLastStale says the counts were added to the run's report but "last"

@@ -109,7 +109,7 @@ func TestCountsForAnOlderRunLeaveLastAlone(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := store.AddSynced(ctx, "20261201T210000Z", Synced{Created: 4}, false); err != nil {
+	if err := store.Merge(ctx, "20261201T210000Z", Batch{Synced: Synced{Created: 4}, DryRun: false}); err != nil {
 		t.Fatal(err)
 	}
 	last, _ := store.Last(ctx)
@@ -121,14 +121,14 @@ func TestCountsForAnOlderRunLeaveLastAlone(t *testing.T) {
 	}
 	// Consumer counts for a run the producer has not finished do not make
 	// it look ended (another replica would take it for done).
-	if err := store.AddSynced(ctx, "20261203T210000Z", Synced{Created: 1}, false); err != nil {
+	if err := store.Merge(ctx, "20261203T210000Z", Batch{Synced: Synced{Created: 1}, DryRun: false}); err != nil {
 		t.Fatal(err)
 	}
 	if r, err := store.Get(ctx, "20261203T210000Z"); err != nil || r.Ended() {
 		t.Fatalf("running run = %+v, %v", r, err)
 	}
 	for _, bad := range []string{"", "a.b", "run>", "x y"} {
-		if err := store.AddSynced(ctx, bad, Synced{Created: 1}, false); err == nil {
+		if err := store.Merge(ctx, bad, Batch{Synced: Synced{Created: 1}, DryRun: false}); err == nil {
 			t.Errorf("run id %q accepted as a key", bad)
 		}
 	}
@@ -144,11 +144,11 @@ func TestDryRunCountsApart(t *testing.T) {
 	}
 	const id = "20261201T210000Z"
 	for range 2 {
-		if err := store.AddSynced(ctx, id, Synced{WouldCreate: 2, Unchanged: 1}, true); err != nil {
+		if err := store.Merge(ctx, id, Batch{Synced: Synced{WouldCreate: 2, Unchanged: 1}, DryRun: true}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := store.AddSynced(ctx, id, Synced{Created: 2, Unchanged: 1}, false); err != nil {
+	if err := store.Merge(ctx, id, Batch{Synced: Synced{Created: 2, Unchanged: 1}, DryRun: false}); err != nil {
 		t.Fatal(err)
 	}
 	r, err := store.Get(ctx, id)
