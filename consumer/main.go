@@ -100,6 +100,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		Concurrency: cfg.Concurrency, MaxAttempts: cfg.MaxAttempts,
 		RetryBase: cfg.RetryBase, RetryMax: cfg.RetryMax, AckWait: cfg.AckWait,
 		ShutdownTimeout: cfg.ShutdownTimeout, PauseReplicas: true, Log: log,
+		OnHold: func(reason string, delta int) { metrics.BoxesHeld.WithLabelValues(reason).Add(float64(delta)) },
 		PriorAttempts: func(ctx context.Context, id string, seq uint64) (int, bool) {
 			return boxstatus.PriorAttempts(ctx, statuses, id, seq)
 		},

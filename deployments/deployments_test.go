@@ -49,6 +49,7 @@ var metricContract = map[string]string{
 	"ozmap_sync_sytex_request_duration_seconds": "histogram",
 	"ozmap_sync_ozmap_request_duration_seconds": "histogram",
 	"ozmap_sync_breaker_state":                  "gauge",
+	"ozmap_sync_boxes_held":                     "gauge",
 	"ozmap_sync_consumer_pending":               "gauge",
 	"ozmap_sync_dlq_messages":                   "gauge",
 }

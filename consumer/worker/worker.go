@@ -56,6 +56,10 @@ type Options struct {
 	PauseReplicas bool
 	OnEvent       func(Event)
 	Log           *slog.Logger
+	// OnHold, when set, is told when a worker starts (+1) and stops (-1)
+	// holding a box it cannot work on yet, and why (HoldBreaker,
+	// HoldRateLimited, HoldUnchecked): a gauge of held boxes.
+	OnHold func(reason string, delta int)
 	// PriorAttempts, when set, says how many failed attempts the message
 	// (box id, stream sequence) already had, as recorded in the box's status
 	// from Event.Attempts of retried events. Deliveries that were no attempt
@@ -316,6 +320,21 @@ func (w *Worker) upsertHolding(stop, work context.Context, m jetstream.Msg, b bo
 		}
 	}()
 	warned := false
+	held := "" // why the box is held now, for OnHold
+	hold := func(why string) {
+		if held == why || w.opt.OnHold == nil {
+			held = why
+			return
+		}
+		if held != "" {
+			w.opt.OnHold(held, -1)
+		}
+		if why != "" {
+			w.opt.OnHold(why, +1)
+		}
+		held = why
+	}
+	defer hold("")
 	for {
 		w.mu.Lock()
 		changed := w.breakerChanged
@@ -341,6 +360,7 @@ func (w *Worker) upsertHolding(stop, work context.Context, m jetstream.Msg, b bo
 				w.log.Warn("cannot check the box is still current on the stream; holding it until it can", "box_id", b.ID, "err", ue.err)
 				warned = true
 			}
+			hold(HoldUnchecked)
 			select {
 			case <-stop.Done():
 				return res, context.Canceled
@@ -361,11 +381,13 @@ func (w *Worker) upsertHolding(stop, work context.Context, m jetstream.Msg, b bo
 			if stop.Err() != nil {
 				return res, context.Canceled
 			}
+			hold(HoldRateLimited)
 			continue
 		}
 		if !refused && !outage {
 			return res, err
 		}
+		hold(HoldBreaker)
 		// Wait for the breaker to change state, or for its open period to
 		// end (gobreaker moves to half-open lazily, on the next call).
 		t := time.NewTimer(min(w.opt.Breaker.OpenTimeout/4+jitter(time.Second), 5*time.Second))
@@ -386,6 +408,13 @@ func (w *Worker) upsertHolding(stop, work context.Context, m jetstream.Msg, b bo
 		}
 	}
 }
+
+// Why a worker holds a box (Options.OnHold).
+const (
+	HoldBreaker     = "breaker-open" // Sytex is failing: waiting for the breaker to close
+	HoldRateLimited = "rate-limited" // Sytex answered 429: waiting for Retry-After
+	HoldUnchecked   = "unchecked"    // the stream cannot say the box is current
+)
 
 // uncheckedError says the superseded check could not be made.
 type uncheckedError struct{ err error }

@@ -62,6 +62,7 @@ func newRig(t *testing.T, opt Options, before ...func(jetstream.JetStream)) *rig
 	}
 	o.OnEvent = opt.OnEvent
 	o.PriorAttempts = opt.PriorAttempts
+	o.OnHold = opt.OnHold
 	w := New(js, cons, api, upsert.Upserter{NETypes: map[string]int64{"CTO": 321}}, o)
 	rctx, cancel := context.WithCancel(ctx)
 	r := &rig{js: js, sy: sy, worker: w, cancel: cancel, done: make(chan error, 1)}
@@ -197,7 +198,14 @@ func TestGarbageOnTheSubjectIsDeadLettered(t *testing.T) {
 }
 
 func TestOutageNeverDeadLettersAndDrainsAfterwards(t *testing.T) {
-	r := newRig(t, Options{MaxAttempts: 3})
+	var held, maxHeld atomic.Int32 // what ozmap_sync_boxes_held{reason="breaker-open"} shows
+	r := newRig(t, Options{MaxAttempts: 3, OnHold: func(reason string, d int) {
+		if reason == HoldBreaker {
+			if n := held.Add(int32(d)); n > maxHeld.Load() {
+				maxHeld.Store(n)
+			}
+		}
+	}})
 	r.sy.SetOutage(true)
 	for i := range 20 {
 		publishBox(t, r.js, testBox(i, fmt.Sprintf("CTO-%02d", i)))
@@ -230,6 +238,9 @@ func TestOutageNeverDeadLettersAndDrainsAfterwards(t *testing.T) {
 	}
 	if n := len(letters(t, r.js)); n != 0 {
 		t.Fatalf("%d dead letters after the outage", n)
+	}
+	if maxHeld.Load() == 0 || held.Load() != 0 {
+		t.Errorf("boxes held for the breaker: at most %d during the outage (want > 0), %d after (want 0)", maxHeld.Load(), held.Load())
 	}
 }
 

@@ -27,6 +27,7 @@ type Metrics struct {
 	BreakerState    prometheus.Gauge
 	SytexRequests   *prometheus.HistogramVec // route, method, status
 	OZmapRequests   *prometheus.HistogramVec // route, method, status
+	BoxesHeld       *prometheus.GaugeVec     // reason
 }
 
 // NewMetrics registers the series.
@@ -47,7 +48,8 @@ func NewMetrics() *Metrics {
 		OZmapRequests: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "ozmap_sync_ozmap_request_duration_seconds", Help: "OZmap requests (status 0: no answer).",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12)}, []string{"route", "method", "status"}),
 	}
-	for _, c := range []prometheus.Collector{m.BoxesPublished, m.LastSuccess, m.LastRunDuration, m.Upserts, m.DeadLetters, m.BreakerState, m.SytexRequests, m.OZmapRequests} {
+	m.BoxesHeld = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ozmap_sync_boxes_held", Help: "Boxes a consumer holds without working on them, by reason (breaker-open, rate-limited, unchecked)."}, []string{"reason"})
+	for _, c := range []prometheus.Collector{m.BoxesPublished, m.LastSuccess, m.LastRunDuration, m.Upserts, m.DeadLetters, m.BreakerState, m.SytexRequests, m.OZmapRequests, m.BoxesHeld} {
 		f(c)
 	}
 	return m

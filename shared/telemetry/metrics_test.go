@@ -49,6 +49,7 @@ func TestServeMetricsHealthAndReadiness(t *testing.T) {
 	m.SytexRequests.WithLabelValues("/api/networkelement/", "GET", "200").Observe(0.02)
 	m.OZmapRequests.WithLabelValues("/api/v2/boxes", "GET", "200").Observe(0.1)
 	m.BreakerState.Set(2)
+	m.BoxesHeld.WithLabelValues("breaker-open").Add(3)
 	m.LastSuccess.Set(1.7e9)
 	pending, dlq := m.NewBacklogGauges()
 	pending.Set(5)
@@ -103,6 +104,7 @@ func TestServeMetricsHealthAndReadiness(t *testing.T) {
 		`ozmap_sync_sytex_request_duration_seconds_count{method="GET",route="/api/networkelement/",status="200"} 1`,
 		`ozmap_sync_ozmap_request_duration_seconds_count{method="GET",route="/api/v2/boxes",status="200"} 1`,
 		"ozmap_sync_breaker_state 2",
+		`ozmap_sync_boxes_held{reason="breaker-open"} 3`,
 		"ozmap_sync_last_success_timestamp_seconds 1.7e+09",
 		"ozmap_sync_last_run_duration_seconds",
 		"ozmap_sync_consumer_pending 5",
