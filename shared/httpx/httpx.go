@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -54,4 +56,31 @@ func IsCertError(err error) bool {
 		verifyErr  *tls.CertificateVerificationError
 	)
 	return errors.As(err, &unknownCA) || errors.As(err, &hostErr) || errors.As(err, &invalidErr) || errors.As(err, &verifyErr)
+}
+
+// MaxRetryAfter bounds a server-supplied Retry-After, so a hostile value
+// cannot overflow or park a caller for days.
+const MaxRetryAfter = 24 * time.Hour
+
+// RetryAfter reads a Retry-After value, delta-seconds or an HTTP date
+// (RFC 9110 §10.2.3), as a delay from now: 0 when absent, unreadable or
+// past, at most MaxRetryAfter.
+func RetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs <= 0 {
+			return 0
+		}
+		if secs > int64(MaxRetryAfter/time.Second) {
+			return MaxRetryAfter
+		}
+		return time.Duration(secs) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return min(max(t.Sub(now), 0), MaxRetryAfter)
+	}
+	return 0
 }

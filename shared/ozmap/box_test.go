@@ -58,27 +58,6 @@ func TestDecodeBox(t *testing.T) {
 	}
 }
 
-func TestParseRetryAfter(t *testing.T) {
-	now := time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC)
-	tests := []struct {
-		v    string
-		want time.Duration
-	}{
-		{"", 0},
-		{"3", 3 * time.Second},
-		{"-1", 0},
-		{"soon", 0},
-		{"Wed, 01 Jan 2025 12:00:30 GMT", 30 * time.Second},
-		{"Wed, 01 Jan 2025 11:00:00 GMT", 0},
-		{"99999999999", 24 * time.Hour},
-	}
-	for _, tt := range tests {
-		if got := parseRetryAfter(tt.v, now); got != tt.want {
-			t.Errorf("parseRetryAfter(%q) = %v, want %v", tt.v, got, tt.want)
-		}
-	}
-}
-
 func TestBackoffBounds(t *testing.T) {
 	c, err := New(Options{BaseURL: "http://x", APIKey: "k", RetryBaseDelay: time.Second, MaxRetryAfter: time.Minute})
 	if err != nil {

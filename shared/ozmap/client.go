@@ -21,6 +21,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ozmap-sytex-sync/ozmap-sytex-sync/shared/httpx"
 )
 
 // Defaults for the zero values of Options.
@@ -366,7 +368,7 @@ func (c *Client) getOnce(ctx context.Context, u *url.URL, route string) ([]byte,
 			ae.Body = c.redirectNote(resp)
 		}
 		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
-			ae.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+			ae.RetryAfter = httpx.RetryAfter(resp.Header.Get("Retry-After"), time.Now())
 		}
 		return nil, ctype, ae
 	}

@@ -259,7 +259,7 @@ func (c *Client) do(ctx context.Context, method, route string, u *url.URL, paylo
 			Method:     method,
 			Path:       u.Path,
 			Body:       c.clean(data, maxErrorBody),
-			RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()),
+			RetryAfter: httpx.RetryAfter(resp.Header.Get("Retry-After"), time.Now()),
 		}
 		if resp.StatusCode >= 300 && resp.StatusCode < 400 {
 			ae.Body = c.redirectNote(resp, ae.Body)
@@ -381,35 +381,6 @@ func trimTokenPrefix(s, token string) string {
 }
 
 func isRuneStart(b byte) bool { return b&0xC0 != 0x80 }
-
-// maxRetryAfter bounds a server-supplied Retry-After so a hostile value
-// cannot overflow or park a caller for days.
-const maxRetryAfter = 24 * time.Hour
-
-// parseRetryAfter reads delta-seconds or an HTTP date (RFC 9110 §10.2.3).
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if secs <= 0 {
-			return 0
-		}
-		if secs > int64(maxRetryAfter/time.Second) {
-			return maxRetryAfter
-		}
-		return time.Duration(secs) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		d := t.Sub(now)
-		if d < 0 {
-			return 0
-		}
-		return min(d, maxRetryAfter)
-	}
-	return 0
-}
 
 // transportError is a failed exchange (DNS, connect, timeout, cancelled
 // context, broken body). It is transient; Unwrap exposes the cause, so
