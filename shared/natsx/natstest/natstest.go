@@ -24,15 +24,7 @@ func Start(t testing.TB, topo natsx.Topology, opts ...jetstream.JetStreamOpt) je
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := connect(t, s.ClientURL(), opts)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := natsx.EnsureTopology(ctx, js, topo); err != nil {
@@ -60,15 +52,7 @@ func StartCluster(t testing.TB, n int, opts ...jetstream.JetStreamOpt) jetstream
 		routes = append(routes, "nats-route://"+s.ClusterAddr().String())
 		urls = append(urls, s.ClientURL())
 	}
-	nc, err := nats.Connect(strings.Join(urls, ","))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := connect(t, strings.Join(urls, ","), opts)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for {
@@ -84,4 +68,19 @@ func StartCluster(t testing.TB, n int, opts ...jetstream.JetStreamOpt) jetstream
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// connect returns a JetStream context on a connection closed with the test.
+func connect(t testing.TB, url string, opts []jetstream.JetStreamOpt) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
 }
